@@ -1,0 +1,263 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/urfave/cli/v2"
+
+	"github.com/sserelay/sserelay/embedded"
+	"github.com/sserelay/sserelay/relay"
+	"github.com/sserelay/sserelay/relay/auth"
+)
+
+func serveFlags() []cli.Flag {
+	str := func(name, value, usage string) cli.Flag {
+		return &cli.StringFlag{Name: name, EnvVars: env(name), Value: value, Usage: usage}
+	}
+	dur := func(name string, value time.Duration, usage string) cli.Flag {
+		return &cli.DurationFlag{Name: name, EnvVars: env(name), Value: value, Usage: usage}
+	}
+	num := func(name string, value int, usage string) cli.Flag {
+		return &cli.IntFlag{Name: name, EnvVars: env(name), Value: value, Usage: usage}
+	}
+	num64 := func(name string, value int64, usage string) cli.Flag {
+		return &cli.Int64Flag{Name: name, EnvVars: env(name), Value: value, Usage: usage}
+	}
+	boolean := func(name, usage string) cli.Flag {
+		return &cli.BoolFlag{Name: name, EnvVars: env(name), Usage: usage}
+	}
+	return []cli.Flag{
+		str("listen", "127.0.0.1:8080", "HTTP listen address"),
+		str("nats-url", "", "external NATS server URL(s), comma-separated; empty runs an embedded server"),
+		str("nats-creds", "", "NATS credentials file for --nats-url"),
+		str("data-dir", "./sserelay-data", "embedded JetStream store directory"),
+		str("nats-listen", "127.0.0.1:4222", "embedded server's client address for outside publishers, or off"),
+		str("server-name", "", "embedded server name (default: host name)"),
+		str("js-domain", "", "JetStream domain (leaf-node setups)"),
+		dur("drain-timeout", 5*time.Second, "on SIGTERM, time for open streams to close before the process stops"),
+		str("jwt-secret", "", "HS256 secret for tokens"),
+		str("jwt-public-key", "", "PEM public key file for RS256, ES256 or EdDSA tokens"),
+		str("jwks-url", "", "JWKS URL for RS256, ES256 or EdDSA tokens"),
+		str("jwt-issuer", "", "required iss claim"),
+		str("jwt-audience", "", "required aud claim"),
+		boolean("jwt-require-exp", "refuse tokens without exp"),
+		str("subject-prefix", "sse", "first subject token"),
+		str("stream", "SSE", "JetStream stream name"),
+		num("stream-replicas", 1, "stream replicas (3 on a NATS cluster)"),
+		dur("retention-max-age", 24*time.Hour, "keep events this long: the resume window"),
+		num64("retention-max-bytes", 1<<30, "keep at most this many bytes of events (-1: no limit)"),
+		num64("retention-max-msgs", -1, "keep at most this many events (-1: no limit)"),
+		dur("duplicate-window", 2*time.Minute, "Nats-Msg-Id de-duplication window"),
+		str("log-format", "text", "text (colored on a terminal) or json"),
+		str("log-level", "info", "debug, info, warn or error"),
+		dur("keepalive", 15*time.Second, "comment line interval on idle streams"),
+		dur("retry", 2*time.Second, "reconnection delay hinted to clients"),
+		dur("write-timeout", 10*time.Second, "deadline of each write to a client; slower clients are closed"),
+		num("queue-events", 4096, "events queued per stream before the client catches up from the store"),
+		num("queue-bytes", 4<<20, "bytes queued per stream before the client catches up from the store"),
+		num("replay-batch", 256, "events read from the store per request during a resume"),
+		num("max-replays", 32, "resumes reading the store at once"),
+		num("max-streams", 0, "open streams before new ones are asked to retry later (0: no limit)"),
+		num("max-feeds", 16, "feeds per stream"),
+		num("max-topics", 16, "topics per stream"),
+		num("poll-page", 500, "events per poll=1 response"),
+		num64("max-publish-bytes", 64<<10, "POST /v1/publish body limit"),
+		dur("publish-timeout", 5*time.Second, "wait for JetStream's acknowledgement of a publish"),
+		dur("read-header-timeout", 10*time.Second, "HTTP request header timeout"),
+		num("max-header-bytes", 16<<10, "HTTP request header limit"),
+		str("cors-origins", "", "comma-separated origins allowed by CORS, or *"),
+		boolean("no-demo", "do not serve the demo page at /"),
+	}
+}
+
+func serveCommand() *cli.Command {
+	return &cli.Command{
+		Name:   "serve",
+		Usage:  "run the relay (with an embedded NATS server unless --nats-url is set)",
+		Flags:  serveFlags(),
+		Action: serve,
+	}
+}
+
+func serve(c *cli.Context) error {
+	log, err := newLogger(c.App.ErrWriter, c.String("log-format"), c.String("log-level"))
+	if err != nil {
+		return err
+	}
+	slog.SetDefault(log)
+	ctx, stop := signal.NotifyContext(c.Context, syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+
+	verifier, err := auth.NewVerifier(ctx, auth.Config{
+		Secret: []byte(c.String("jwt-secret")), PublicKeyFile: c.String("jwt-public-key"), JWKSURL: c.String("jwks-url"),
+		Issuer: c.String("jwt-issuer"), Audience: c.String("jwt-audience"), RequireExp: c.Bool("jwt-require-exp"),
+	})
+	if err != nil {
+		return fmt.Errorf("tokens: %w (set --jwt-secret, --jwt-public-key or --jwks-url)", err)
+	}
+
+	// NATS: embedded or external.
+	var srv *embedded.Server
+	opts := []nats.Option{
+		nats.Name("sserelay"),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(250 * time.Millisecond),
+		// Fail publishes at once while disconnected instead of buffering
+		// them: a publisher told 503 must not see its event appear later.
+		nats.ReconnectBufSize(-1),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				log.Warn("NATS disconnected", "err", err)
+			}
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) { log.Info("NATS reconnected", "url", nc.ConnectedUrlRedacted()) }),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { log.Warn("NATS error", "err", err) }),
+	}
+	url := c.String("nats-url")
+	if url == "" {
+		listen := c.String("nats-listen")
+		if listen == "off" {
+			listen = ""
+		}
+		srv, err = embedded.Start(ctx, embedded.Options{
+			Name: c.String("server-name"), StoreDir: c.String("data-dir"), Listen: listen,
+			Logger: log.With("component", "nats"),
+		})
+		if err != nil {
+			return err
+		}
+		defer srv.Shutdown()
+		opts = append(opts, srv.ConnectOption())
+		log.Info("embedded NATS started", "data_dir", c.String("data-dir"), "client_url", srv.ClientURL())
+	} else if cr := c.String("nats-creds"); cr != "" {
+		opts = append(opts, nats.UserCredentials(cr))
+	}
+	nc, err := nats.Connect(url, opts...)
+	if err != nil {
+		return fmt.Errorf("connect to NATS %s: %w", url, err)
+	}
+	defer nc.Close()
+
+	var js jetstream.JetStream
+	if d := c.String("js-domain"); d != "" {
+		js, err = jetstream.NewWithDomain(nc, d)
+	} else {
+		js, err = jetstream.New(nc)
+	}
+	if err != nil {
+		return err
+	}
+	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	info, err := relay.EnsureStream(sctx, js, relay.StreamOptions{
+		Name: c.String("stream"), SubjectPrefix: c.String("subject-prefix"),
+		MaxAge: c.Duration("retention-max-age"), MaxBytes: c.Int64("retention-max-bytes"), MaxMsgs: c.Int64("retention-max-msgs"),
+		Duplicates: c.Duration("duplicate-window"), Replicas: c.Int("stream-replicas"),
+	})
+	cancel()
+	if err != nil {
+		return err
+	}
+	log.Info("stream ready", "stream", info.Config.Name, "subjects", info.Config.Subjects, "first_seq", info.State.FirstSeq, "last_seq", info.State.LastSeq, "max_age", info.Config.MaxAge)
+
+	var origins []string
+	for o := range strings.SplitSeq(c.String("cors-origins"), ",") {
+		if o = strings.TrimSpace(o); o != "" {
+			origins = append(origins, o)
+		}
+	}
+	r, err := relay.New(relay.Config{
+		Conn: nc, Verifier: verifier, Stream: c.String("stream"), SubjectPrefix: c.String("subject-prefix"),
+		JetStreamDomain: c.String("js-domain"), Logger: log,
+		Keepalive: c.Duration("keepalive"), Retry: c.Duration("retry"), WriteTimeout: c.Duration("write-timeout"),
+		QueueEvents: c.Int("queue-events"), QueueBytes: c.Int("queue-bytes"),
+		ReplayBatch: c.Int("replay-batch"), MaxReplays: c.Int("max-replays"), MaxStreams: c.Int("max-streams"),
+		MaxFeeds: c.Int("max-feeds"), MaxTopics: c.Int("max-topics"), PollPage: c.Int("poll-page"),
+		MaxPublishBytes: c.Int64("max-publish-bytes"), PublishTimeout: c.Duration("publish-timeout"),
+		AllowedOrigins: origins, NoDemo: c.Bool("no-demo"),
+	})
+	if err != nil {
+		return err
+	}
+	if err := r.Start(ctx); err != nil {
+		return err
+	}
+
+	ln, err := net.Listen("tcp", c.String("listen"))
+	if err != nil {
+		_ = r.Shutdown(context.Background())
+		return fmt.Errorf("listen: %w", err)
+	}
+	hs := &http.Server{
+		Handler:           r.Handler(),
+		ReadHeaderTimeout: c.Duration("read-header-timeout"),
+		MaxHeaderBytes:    c.Int("max-header-bytes"),
+		IdleTimeout:       2 * time.Minute,
+		// No WriteTimeout: it would cut every stream. Streams set a deadline per write.
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- hs.Serve(ln) }()
+	log.Info("sserelay listening", "addr", ln.Addr().String(), "version", version())
+
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down", "drain_timeout", c.Duration("drain-timeout"))
+	case err := <-serveErr:
+		_ = r.Shutdown(context.Background())
+		return fmt.Errorf("http server: %w", err)
+	}
+	stop() // a second signal kills the process the default way
+
+	// Order: stop taking streams and send the open ones away, let the HTTP
+	// server finish what is in flight, stop the consumer, drain NATS (which
+	// flushes what this process published), then stop the embedded server.
+	dctx, cancel := context.WithTimeout(context.Background(), c.Duration("drain-timeout"))
+	defer cancel()
+	r.Drain()
+	var errs []error
+	if err := hs.Shutdown(dctx); err != nil {
+		errs = append(errs, fmt.Errorf("http shutdown: %w", err))
+		_ = hs.Close()
+	}
+	if err := r.Shutdown(dctx); err != nil {
+		errs = append(errs, err)
+	}
+	if err := drainNATS(nc, 3*time.Second); err != nil {
+		errs = append(errs, err)
+	}
+	if srv != nil {
+		srv.Shutdown()
+	}
+	if err := errors.Join(errs...); err != nil {
+		log.Warn("unclean shutdown", "err", err)
+	}
+	log.Info("stopped")
+	return nil
+}
+
+func drainNATS(nc *nats.Conn, timeout time.Duration) error {
+	closed := make(chan struct{})
+	nc.SetClosedHandler(func(*nats.Conn) { close(closed) })
+	if err := nc.Drain(); err != nil {
+		nc.Close()
+		return fmt.Errorf("drain NATS: %w", err)
+	}
+	select {
+	case <-closed:
+		return nil
+	case <-time.After(timeout):
+		nc.Close()
+		return errors.New("drain NATS: timed out")
+	}
+}

@@ -1,0 +1,149 @@
+// Package embedded runs a nats-server with JetStream inside the relay process,
+// so that `sserelay serve` needs nothing else to run.
+package embedded
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+)
+
+// Options configure the embedded server.
+type Options struct {
+	// Name is the server name shown in logs and monitoring (e.g. the pod name).
+	Name string
+	// StoreDir is the JetStream file store directory. Required: events must
+	// survive a restart.
+	StoreDir string
+	// Listen is the host:port of the client listener for outside publishers.
+	// Empty means no listener: only in-process connections.
+	Listen string
+	// MaxMemory and MaxStore cap JetStream memory and file storage in bytes;
+	// 0 lets the server pick a share of the machine.
+	MaxMemory, MaxStore int64
+	// LeafRemote, when set, makes the server a leaf node of that cluster URL.
+	LeafRemote string
+	// Logger receives the server's log lines; nil discards them.
+	Logger *slog.Logger
+	// ReadyTimeout bounds start-up (default 30 s: JetStream recovers its
+	// store before it reports ready, which takes time on a large store).
+	ReadyTimeout time.Duration
+}
+
+// Server is a running embedded nats-server.
+type Server struct {
+	ns *server.Server
+}
+
+// Start starts the server and waits until it accepts connections.
+func Start(ctx context.Context, o Options) (*Server, error) {
+	if o.StoreDir == "" {
+		return nil, errors.New("embedded: a store directory is required")
+	}
+	opts := &server.Options{
+		ServerName: o.Name,
+		JetStream:  true,
+		StoreDir:   o.StoreDir,
+		// The relay handles signals itself; the server's own handlers would
+		// exit the process on SIGINT and skip the relay's drain.
+		NoSigs:             true,
+		NoLog:              o.Logger == nil,
+		JetStreamMaxMemory: o.MaxMemory,
+		JetStreamMaxStore:  o.MaxStore,
+		DontListen:         o.Listen == "",
+		// Lame duck only matters with a listener; keep it short so that a
+		// sidecar fits in a default termination grace period.
+		LameDuckDuration:    5 * time.Second,
+		LameDuckGracePeriod: 1 * time.Second,
+	}
+	if o.Listen != "" {
+		host, port, err := net.SplitHostPort(o.Listen)
+		if err != nil {
+			return nil, fmt.Errorf("embedded: listen address %q: %w", o.Listen, err)
+		}
+		p, err := strconv.Atoi(port)
+		if err != nil {
+			return nil, fmt.Errorf("embedded: listen port %q: %w", port, err)
+		}
+		if p == 0 {
+			p = server.RANDOM_PORT
+		}
+		opts.Host, opts.Port = host, p
+	}
+	if o.LeafRemote != "" {
+		u, err := url.Parse(o.LeafRemote)
+		if err != nil {
+			return nil, fmt.Errorf("embedded: leaf remote %q: %w", o.LeafRemote, err)
+		}
+		opts.LeafNode.Remotes = []*server.RemoteLeafOpts{{URLs: []*url.URL{u}}}
+	}
+	ns, err := server.NewServer(opts)
+	if err != nil {
+		return nil, fmt.Errorf("embedded: configure server: %w", err)
+	}
+	if o.Logger != nil {
+		ns.SetLoggerV2(&logger{l: o.Logger}, false, false, false)
+	}
+	go ns.Start() // returns once the accept loops run; the server owns its goroutines
+	timeout := o.ReadyTimeout
+	if timeout == 0 {
+		timeout = 30 * time.Second
+	}
+	if d, ok := ctx.Deadline(); ok && time.Until(d) < timeout {
+		timeout = time.Until(d)
+	}
+	if !ns.ReadyForConnections(timeout) {
+		ns.Shutdown()
+		ns.WaitForShutdown()
+		return nil, fmt.Errorf("embedded: server not ready after %s", timeout)
+	}
+	if !ns.JetStreamEnabled() {
+		ns.Shutdown()
+		ns.WaitForShutdown()
+		return nil, errors.New("embedded: JetStream did not start (check the store directory)")
+	}
+	return &Server{ns: ns}, nil
+}
+
+// ConnectOption returns the nats.Option that connects a client in-process,
+// through a pipe, without the TCP listener.
+func (s *Server) ConnectOption() nats.Option { return nats.InProcessServer(s.ns) }
+
+// ClientURL returns the URL of the client listener, or "" when there is none.
+// (With no listener the server still reports nats://0.0.0.0:4222, which is
+// not reachable; never hand that out.)
+func (s *Server) ClientURL() string {
+	if s.ns.Addr() == nil {
+		return ""
+	}
+	return s.ns.ClientURL()
+}
+
+// NATS returns the underlying server, for tests and advanced wiring.
+func (s *Server) NATS() *server.Server { return s.ns }
+
+// Shutdown stops the server and waits until it has flushed its store. It is
+// safe to call more than once.
+func (s *Server) Shutdown() {
+	s.ns.Shutdown()
+	s.ns.WaitForShutdown()
+}
+
+// logger adapts the server's printf-style logger to slog.
+type logger struct{ l *slog.Logger }
+
+// Notices (the start-up banner among them) go to debug: the relay logs what matters.
+func (g *logger) Noticef(format string, v ...any) { g.l.Debug(fmt.Sprintf(format, v...)) }
+func (g *logger) Warnf(format string, v ...any)   { g.l.Warn(fmt.Sprintf(format, v...)) }
+func (g *logger) Fatalf(format string, v ...any)  { g.l.Error(fmt.Sprintf(format, v...)) }
+func (g *logger) Errorf(format string, v ...any)  { g.l.Error(fmt.Sprintf(format, v...)) }
+func (g *logger) Debugf(format string, v ...any)  { g.l.Debug(fmt.Sprintf(format, v...)) }
+func (g *logger) Tracef(format string, v ...any)  { g.l.Debug(fmt.Sprintf(format, v...)) }

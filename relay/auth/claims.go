@@ -1,0 +1,122 @@
+package auth
+
+import (
+	"encoding/json"
+	"slices"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/golang-jwt/jwt/v5"
+)
+
+// maxFeedLen bounds a token's sub, which becomes a NATS subject token: a long one would only
+// bloat every subject and every registry key built from it.
+const maxFeedLen = 128
+
+// Claims are the JWT claims the relay understands. Decoding accepts each of Apps, Feeds and
+// Publish either as a JSON list or as a single JSON string (a one-element list), because token
+// issuers commonly emit a lone value as a plain string.
+type Claims struct {
+	jwt.RegisteredClaims          // sub, exp, nbf, iss, aud...
+	Apps                 []string `json:"apps,omitempty"`    // app ids the token may use; absent (nil) = any app
+	Feeds                []string `json:"feeds,omitempty"`   // extra feeds it may read (besides sub)
+	Publish              []string `json:"publish,omitempty"` // app ids it may publish to over HTTP; "*" = all
+}
+
+// AllowsApp reports whether the token may be used with app. A token without an apps claim
+// (Apps == nil) allows every app; an empty list allows none. An app that is not a valid subject
+// token is never allowed, so a caller that forgot to validate its input cannot be led into
+// subscribing to a wildcard.
+func (c *Claims) AllowsApp(app string) bool {
+	if !validToken(app) {
+		return false
+	}
+	return c.Apps == nil || slices.Contains(c.Apps, app)
+}
+
+// AllowsFeed reports whether the token may read feed: its own feed (sub) or one granted in
+// Feeds. Matching is exact; like AllowsApp it refuses anything that is not a valid subject token.
+func (c *Claims) AllowsFeed(feed string) bool {
+	if !validToken(feed) {
+		return false
+	}
+	return feed == c.Subject || slices.Contains(c.Feeds, feed)
+}
+
+// AllowsPublish reports whether the token may publish to app over HTTP. Unlike apps, an absent
+// publish claim grants nothing: publishing is the rarer, riskier right and must be asked for.
+func (c *Claims) AllowsPublish(app string) bool {
+	if !validToken(app) {
+		return false
+	}
+	return slices.Contains(c.Publish, "*") || slices.Contains(c.Publish, app)
+}
+
+// UnmarshalJSON decodes the claims, accepting a single string wherever a list is expected.
+func (c *Claims) UnmarshalJSON(data []byte) error {
+	// plain has Claims' fields but not its methods, so decoding into it does not recurse here;
+	// the outer fields shadow plain's list fields.
+	type plain Claims
+	aux := struct {
+		*plain
+		Apps    stringList `json:"apps"`
+		Feeds   stringList `json:"feeds"`
+		Publish stringList `json:"publish"`
+	}{plain: (*plain)(c)}
+	if err := json.Unmarshal(data, &aux); err != nil {
+		return err
+	}
+	c.Apps, c.Feeds, c.Publish = aux.Apps, aux.Feeds, aux.Publish
+	return nil
+}
+
+// MarshalJSON encodes the claims like the struct tags say, except that an empty but non-nil
+// Apps is written as [] rather than omitted: omitting it would turn "no app" into "any app".
+func (c Claims) MarshalJSON() ([]byte, error) {
+	type plain Claims
+	aux := struct {
+		plain
+		Apps *[]string `json:"apps,omitempty"`
+	}{plain: plain(c)}
+	if c.Apps != nil {
+		aux.Apps = &c.Apps
+	}
+	return json.Marshal(aux)
+}
+
+// stringList is a list claim that may also arrive as one string.
+type stringList []string
+
+// UnmarshalJSON accepts "a" as ["a"]; null leaves the list nil (absent), and [] gives an empty,
+// non-nil list, so that the two stay distinguishable for apps.
+func (l *stringList) UnmarshalJSON(data []byte) error {
+	if len(data) > 0 && data[0] == '"' {
+		var s string
+		if err := json.Unmarshal(data, &s); err != nil {
+			return err
+		}
+		*l = stringList{s}
+		return nil
+	}
+	return json.Unmarshal(data, (*[]string)(l))
+}
+
+// validToken reports whether s can stand as one NATS subject token without changing the
+// subject's meaning: not empty, valid UTF-8, and free of '.', the wildcards '*' and '>',
+// whitespace and control characters.
+func validToken(s string) bool {
+	if s == "" || !utf8.ValidString(s) {
+		return false
+	}
+	for _, r := range s {
+		if r == '.' || r == '*' || r == '>' || unicode.IsSpace(r) || unicode.IsControl(r) {
+			return false
+		}
+	}
+	return true
+}
+
+// validFeed reports whether s is acceptable as a feed name, which a sub always is.
+func validFeed(s string) bool {
+	return len(s) <= maxFeedLen && validToken(s)
+}

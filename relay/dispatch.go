@@ -1,0 +1,139 @@
+package relay
+
+import (
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/sserelay/sserelay/relay/sse"
+)
+
+// NATS message headers of the contract.
+const (
+	// HeaderConnectionID names the connection that must not receive the event.
+	HeaderConnectionID = "X-Connection-Id"
+	// HeaderEvent is the SSE event name.
+	HeaderEvent = "Sse-Event"
+	// HeaderMsgID is JetStream's de-duplication id.
+	HeaderMsgID = "Nats-Msg-Id"
+)
+
+// Reset reasons sent in sserelay.reset events.
+const (
+	ResetHistoryGone = "history-gone"
+	ResetUnknownID   = "unknown-id"
+)
+
+// A frame is one encoded event, shared by every session that receives it:
+// the dispatcher encodes once per event, never per recipient.
+type frame struct {
+	seq    uint64
+	connID string // sender to exclude ("" = none)
+	buf    []byte // the complete SSE block
+}
+
+// dispatch is the consumer's message handler. The ordered consumer calls it
+// serially, in stream order, exactly once per stored event.
+func (r *Relay) dispatch(msg jetstream.Msg) {
+	meta, err := msg.Metadata()
+	if err != nil {
+		r.log.Error("dispatch: message without metadata", "subject", msg.Subject(), "err", err)
+		return
+	}
+	seq := meta.Sequence.Stream
+	subj := msg.Subject()
+	key, topic, ok := splitSubject(r.cfg.SubjectPrefix, subj)
+	hdr := msg.Headers()
+	event := hdr.Get(HeaderEvent)
+	if !ok {
+		r.metrics.dropped.Add(1)
+		r.log.Warn("dropped event: subject is not <prefix>.<app>.<feed>[.<topic>]", "subject", subj, "seq", seq)
+	} else if event != "" && !sse.ValidEventName(event) {
+		ok = false
+		r.metrics.dropped.Add(1)
+		r.log.Warn("dropped event: Sse-Event cannot be written safely", "subject", subj, "seq", seq, "event", event)
+	}
+	connID := hdr.Get(HeaderConnectionID)
+
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if seq <= r.cursor {
+		return // already dispatched; the consumer never does this, but the cursor must not go back
+	}
+	if r.cursor != 0 && seq > r.cursor+1 {
+		// The consumer filters the whole stream, so a jump means events were
+		// trimmed while the relay could not read them (a long NATS outage).
+		r.log.Warn("events trimmed before dispatch", "from", r.cursor+1, "to", seq-1)
+		r.resetAllLocked(seq-1, ResetHistoryGone)
+	}
+	r.cursor = seq
+	r.metrics.dispatched.Add(1)
+	if !ok {
+		return
+	}
+	var f *frame
+	for s := range r.feeds[key] {
+		if !topicMatches(s.topics, topic) || (connID != "" && connID == s.connID) {
+			continue
+		}
+		if f == nil {
+			f = &frame{seq: seq, connID: connID, buf: sse.AppendEvent(nil, seq, event, msg.Data())}
+		}
+		s.enqueue(f)
+	}
+}
+
+// resetAllLocked queues a reset event with id seq for every session.
+func (r *Relay) resetAllLocked(seq uint64, reason string) {
+	f := resetFrame(seq, reason)
+	seen := make(map[*session]struct{})
+	for _, set := range r.feeds {
+		for s := range set {
+			if _, dup := seen[s]; !dup {
+				seen[s] = struct{}{}
+				s.enqueue(f)
+			}
+		}
+	}
+}
+
+func resetFrame(seq uint64, reason string) *frame {
+	return &frame{seq: seq, buf: sse.AppendEvent(nil, seq, EventReset, []byte(`{"reason":"`+reason+`"}`))}
+}
+
+// register adds s to the registry and returns the cursor at that instant:
+// every event above it will be queued for s.
+func (r *Relay) register(s *session) uint64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, k := range s.keys {
+		set := r.feeds[k]
+		if set == nil {
+			set = make(map[*session]struct{})
+			r.feeds[k] = set
+		}
+		set[s] = struct{}{}
+	}
+	return r.cursor
+}
+
+func (r *Relay) unregister(s *session) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, k := range s.keys {
+		delete(r.feeds[k], s)
+		if len(r.feeds[k]) == 0 {
+			delete(r.feeds, k)
+		}
+	}
+}
+
+// restart empties s's queue and returns the cursor, atomically with respect
+// to dispatch: the session then catches up to it from the store.
+func (r *Relay) restart(s *session) uint64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	s.mu.Lock()
+	clear(s.queue)
+	s.queue, s.queueBytes, s.overflow = s.queue[:0], 0, false
+	s.mu.Unlock()
+	return r.cursor
+}

@@ -1,0 +1,268 @@
+package relay
+
+import (
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/sserelay/sserelay/relay/auth"
+	"github.com/sserelay/sserelay/relay/sse"
+)
+
+// A streamRequest is a validated GET /v1/events request.
+type streamRequest struct {
+	claims  *auth.Claims
+	app     string
+	feeds   []string
+	topics  []string
+	hasID   bool
+	lastID  uint64
+	connID  string
+	poll    bool
+	expires time.Time
+}
+
+// parseStreamRequest authenticates and validates a stream request. On
+// failure it returns the status and message to send.
+func (r *Relay) parseStreamRequest(req *http.Request) (*streamRequest, int, string) {
+	tok, ok := auth.TokenFromRequest(req, true, true)
+	if !ok {
+		return nil, http.StatusUnauthorized, "missing token: send Authorization: Bearer, the access_token parameter or the sserelay_token cookie"
+	}
+	claims, err := r.cfg.Verifier.Verify(tok)
+	if err != nil {
+		return nil, http.StatusUnauthorized, err.Error()
+	}
+	q := req.URL.Query()
+	sr := &streamRequest{claims: claims, app: q.Get("app_id"), poll: q.Get("poll") == "1"}
+	if claims.ExpiresAt != nil {
+		sr.expires = claims.ExpiresAt.Time
+	}
+	if sr.app == "" {
+		return nil, http.StatusBadRequest, "app_id is required"
+	}
+	if err := checkToken("app_id", sr.app); err != nil {
+		return nil, http.StatusBadRequest, err.Error()
+	}
+	sr.feeds = q["feed"]
+	if len(sr.feeds) == 0 {
+		sr.feeds = []string{claims.Subject}
+	}
+	if len(sr.feeds) > r.cfg.MaxFeeds {
+		return nil, http.StatusBadRequest, "too many feeds (at most " + strconv.Itoa(r.cfg.MaxFeeds) + ")"
+	}
+	for _, f := range sr.feeds {
+		if err := checkToken("feed", f); err != nil {
+			return nil, http.StatusBadRequest, err.Error()
+		}
+	}
+	sr.topics = q["topic"]
+	if len(sr.topics) > r.cfg.MaxTopics {
+		return nil, http.StatusBadRequest, "too many topics (at most " + strconv.Itoa(r.cfg.MaxTopics) + ")"
+	}
+	for _, t := range sr.topics {
+		if err := checkTopic(t); err != nil {
+			return nil, http.StatusBadRequest, err.Error()
+		}
+	}
+	id := req.Header.Get("Last-Event-ID")
+	if id == "" {
+		id = q.Get("last_event_id")
+	}
+	if id != "" {
+		n, err := parseSeq(id)
+		if err != nil {
+			return nil, http.StatusBadRequest, "last event id must be a decimal stream sequence"
+		}
+		sr.hasID, sr.lastID = true, n
+	}
+	if c := q.Get("connection_id"); c != "" {
+		if !validConnID(c) {
+			return nil, http.StatusBadRequest, "connection_id must be 8 to 64 characters of [A-Za-z0-9_-]"
+		}
+		sr.connID = c
+	} else {
+		sr.connID = newConnID()
+	}
+	// Authorization after validation: a malformed request is a 400 whoever sends it.
+	if !claims.AllowsApp(sr.app) {
+		return nil, http.StatusForbidden, "token does not grant app " + strconv.Quote(sr.app)
+	}
+	for _, f := range sr.feeds {
+		if !claims.AllowsFeed(f) {
+			return nil, http.StatusForbidden, "token does not grant feed " + strconv.Quote(f)
+		}
+	}
+	return sr, 0, ""
+}
+
+// parseSeq parses a stream sequence: 1 to 20 ASCII digits.
+func parseSeq(s string) (uint64, error) {
+	if len(s) == 0 || len(s) > 20 {
+		return 0, errors.New("bad length")
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return 0, errors.New("not a decimal")
+		}
+	}
+	return strconv.ParseUint(s, 10, 64)
+}
+
+func validConnID(s string) bool {
+	if len(s) < 8 || len(s) > 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// newConnID returns 128 random bits, URL-safe: unguessable, so no one can
+// exclude another user's connection on purpose.
+func newConnID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:]) // never fails (crypto/rand documents it)
+	return base64.RawURLEncoding.EncodeToString(b[:])
+}
+
+func setStreamHeaders(w http.ResponseWriter) {
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-cache")
+	h.Set("X-Accel-Buffering", "no")
+}
+
+// sendAway answers an EventSource that should come back later: browsers
+// give up for good on any status but 200, so 200 with a retry hint and a close.
+func (r *Relay) sendAway(w http.ResponseWriter, reason string) {
+	setStreamHeaders(w)
+	w.WriteHeader(http.StatusOK)
+	b := sse.AppendComment(nil, reason)
+	_, _ = w.Write(sse.AppendRetry(b, r.retryHint()))
+}
+
+func (r *Relay) serveEvents(w http.ResponseWriter, req *http.Request) {
+	sr, status, msg := r.parseStreamRequest(req)
+	if sr == nil {
+		r.metrics.rejected.Add(1)
+		r.log.Debug("stream refused", "status", status, "error", msg, "remote", req.RemoteAddr)
+		writeError(w, status, msg)
+		return
+	}
+	if sr.poll {
+		r.servePoll(w, req, sr)
+		return
+	}
+	if r.draining.Load() {
+		r.sendAway(w, "draining")
+		return
+	}
+	if r.cfg.MaxStreams > 0 && r.open.Load() >= int64(r.cfg.MaxStreams) {
+		r.metrics.shed.Add(1)
+		r.sendAway(w, "busy")
+		return
+	}
+	rc := http.NewResponseController(w)
+	// The server may have a WriteTimeout for other endpoints; a stream uses
+	// a deadline per write instead.
+	_ = rc.SetWriteDeadline(time.Time{})
+	s := &session{
+		r: r, connID: sr.connID, user: sr.claims.Subject, app: sr.app,
+		feeds: sr.feeds, topics: sr.topics,
+		wake: make(chan struct{}, 1), w: w, rc: rc,
+	}
+	for _, f := range sr.feeds {
+		s.keys = append(s.keys, sr.app+"."+f)
+	}
+	r.sessions.Add(1)
+	defer r.sessions.Done()
+	r.open.Add(1)
+	defer r.open.Add(-1)
+	c := r.register(s)
+	defer r.unregister(s)
+
+	setStreamHeaders(w)
+	w.Header().Set("X-Connection-Id", sr.connID)
+	w.WriteHeader(http.StatusOK)
+	hello, _ := json.Marshal(map[string]string{"connection_id": sr.connID, "user": s.user, "app_id": s.app})
+	b := sse.AppendRetry(nil, r.cfg.Retry.Milliseconds())
+	if sr.hasID {
+		b = sse.AppendMessage(b, EventConnected, hello)
+	} else {
+		b = sse.AppendEvent(b, c, EventConnected, hello) // a client that gets nothing else still resumes from here
+	}
+	if err := s.write(b); err == nil {
+		err = s.flush()
+	}
+	start := time.Now()
+	r.log.Debug("stream opened", "conn", s.connID, "user", s.user, "app", s.app, "feeds", s.feeds, "topics", s.topics, "last_event_id", sr.lastID, "has_id", sr.hasID, "cursor", c)
+	err := s.run(req.Context(), sr.hasID, sr.lastID, c, sr.expires)
+	level := slogLevelFor(err)
+	r.log.Log(req.Context(), level, "stream closed", "conn", s.connID, "user", s.user, "reason", err.Error(), "last_sent", s.lastSent, "duration", time.Since(start).Round(time.Millisecond))
+}
+
+// servePoll answers poll=1: the events after last_event_id, one page, as JSON.
+func (r *Relay) servePoll(w http.ResponseWriter, req *http.Request, sr *streamRequest) {
+	type pollEvent struct {
+		ID    string `json:"id"`
+		Event string `json:"event,omitempty"`
+		Data  string `json:"data"`
+	}
+	resp := struct {
+		Events      []pollEvent `json:"events"`
+		LastEventID string      `json:"last_event_id"`
+		Reset       string      `json:"reset,omitempty"`
+	}{Events: []pollEvent{}}
+	s := &session{r: r, connID: sr.connID, topics: sr.topics}
+	for _, f := range sr.feeds {
+		s.keys = append(s.keys, sr.app+"."+f)
+	}
+	c := r.Cursor()
+	last := c
+	switch {
+	case !sr.hasID:
+	case sr.lastID > c:
+		ls, err := r.lastSeq(req.Context())
+		if err != nil {
+			writeError(w, http.StatusServiceUnavailable, "store unavailable")
+			return
+		}
+		if sr.lastID > ls {
+			resp.Reset = ResetUnknownID
+		} else {
+			last = sr.lastID
+		}
+	default:
+		last = sr.lastID
+		full := true
+		err := r.replay(req.Context(), s.filter(), sr.lastID, c, r.cfg.PollPage, func(ev storedEvent) error {
+			resp.Events = append(resp.Events, pollEvent{ID: strconv.FormatUint(ev.seq, 10), Event: ev.event, Data: string(ev.data)})
+			last = ev.seq
+			return nil
+		})
+		full = len(resp.Events) >= r.cfg.PollPage
+		switch {
+		case errors.Is(err, errHistoryGone):
+			resp.Events, resp.Reset, last = []pollEvent{}, ResetHistoryGone, c
+		case err != nil:
+			r.log.Warn("poll replay", "err", err)
+			writeError(w, http.StatusServiceUnavailable, "store unavailable")
+			return
+		case !full:
+			last = c // nothing more up to the cursor
+		}
+	}
+	resp.LastEventID = strconv.FormatUint(last, 10)
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("X-Connection-Id", sr.connID)
+	writeJSON(w, http.StatusOK, resp)
+}

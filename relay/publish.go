@@ -1,0 +1,155 @@
+package relay
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strconv"
+	"strings"
+	"unicode"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/sserelay/sserelay/relay/auth"
+	"github.com/sserelay/sserelay/relay/sse"
+)
+
+// PublishRequest is the body of POST /v1/publish.
+type PublishRequest struct {
+	AppID        string          `json:"app_id"`
+	Feed         string          `json:"feed"`
+	Topic        string          `json:"topic,omitempty"`
+	Event        string          `json:"event,omitempty"`
+	Data         json.RawMessage `json:"data"`
+	ConnectionID string          `json:"connection_id,omitempty"`
+	ID           string          `json:"id,omitempty"`
+}
+
+// MaxMsgIDLen bounds the de-duplication id of a publish.
+const MaxMsgIDLen = 128
+
+// Validate checks every field and returns a message for the client.
+func (p *PublishRequest) Validate() error {
+	if err := checkToken("app_id", p.AppID); err != nil {
+		return err
+	}
+	if err := checkToken("feed", p.Feed); err != nil {
+		return err
+	}
+	if p.Topic != "" {
+		if err := checkTopic(p.Topic); err != nil {
+			return err
+		}
+	}
+	if p.Event != "" && !sse.ValidEventName(p.Event) {
+		return errors.New("event must be 1 to 128 characters without CR, LF, NUL or surrounding spaces, and must not start with \"sserelay.\"")
+	}
+	if len(p.Data) == 0 {
+		return errors.New("data is required")
+	}
+	if p.ConnectionID != "" && !validConnID(p.ConnectionID) {
+		return errors.New("connection_id must be 8 to 64 characters of [A-Za-z0-9_-]")
+	}
+	if p.ID != "" && (len(p.ID) > MaxMsgIDLen || strings.IndexFunc(p.ID, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }) >= 0) {
+		return errors.New("id must be 1 to 128 characters without whitespace or control characters")
+	}
+	return nil
+}
+
+// payload returns the SSE data: a JSON string verbatim, any other JSON value
+// as its compact text.
+func (p *PublishRequest) payload() ([]byte, error) {
+	if p.Data[0] == '"' {
+		var s string
+		if err := json.Unmarshal(p.Data, &s); err != nil {
+			return nil, err
+		}
+		return []byte(s), nil
+	}
+	var b bytes.Buffer
+	if err := json.Compact(&b, p.Data); err != nil {
+		return nil, err
+	}
+	return b.Bytes(), nil
+}
+
+func (r *Relay) servePublish(w http.ResponseWriter, req *http.Request) {
+	// Header only: a token in a URL or a cookie would let a third-party page
+	// publish as the user (CSRF); the stream accepts them only for EventSource.
+	tok, ok := auth.TokenFromRequest(req, false, false)
+	if !ok {
+		writeError(w, http.StatusUnauthorized, "missing token: publishing needs Authorization: Bearer")
+		return
+	}
+	claims, err := r.cfg.Verifier.Verify(tok)
+	if err != nil {
+		writeError(w, http.StatusUnauthorized, err.Error())
+		return
+	}
+	if ct := req.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(ct, "application/json") {
+		writeError(w, http.StatusUnsupportedMediaType, "content type must be application/json")
+		return
+	}
+	body := http.MaxBytesReader(w, req.Body, r.cfg.MaxPublishBytes)
+	dec := json.NewDecoder(body)
+	dec.DisallowUnknownFields()
+	var p PublishRequest
+	if err := dec.Decode(&p); err != nil {
+		var tooLarge *http.MaxBytesError
+		if errors.As(err, &tooLarge) {
+			writeError(w, http.StatusRequestEntityTooLarge, "body larger than "+strconv.FormatInt(r.cfg.MaxPublishBytes, 10)+" bytes")
+			return
+		}
+		writeError(w, http.StatusBadRequest, "body must be one JSON object of the publish fields: "+err.Error())
+		return
+	}
+	if dec.More() {
+		writeError(w, http.StatusBadRequest, "body must be one JSON object")
+		return
+	}
+	if p.ConnectionID == "" {
+		p.ConnectionID = req.Header.Get(HeaderConnectionID)
+	}
+	if err := p.Validate(); err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	if !claims.AllowsPublish(p.AppID) {
+		writeError(w, http.StatusForbidden, "token does not grant publishing to app "+strconv.Quote(p.AppID))
+		return
+	}
+	data, err := p.payload()
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "data: "+err.Error())
+		return
+	}
+	msg := nats.NewMsg(Subject(r.cfg.SubjectPrefix, p.AppID, p.Feed, p.Topic))
+	msg.Data = data
+	if p.Event != "" {
+		msg.Header.Set(HeaderEvent, p.Event)
+	}
+	if p.ConnectionID != "" {
+		msg.Header.Set(HeaderConnectionID, p.ConnectionID)
+	}
+	if p.ID != "" {
+		msg.Header.Set(HeaderMsgID, p.ID)
+	}
+	if !r.cfg.Conn.IsConnected() {
+		r.metrics.pubErrors.Add(1)
+		writeError(w, http.StatusServiceUnavailable, "event store unavailable, retry with the same id")
+		return
+	}
+	ctx, cancel := context.WithTimeout(req.Context(), r.cfg.PublishTimeout)
+	defer cancel()
+	ack, err := r.js.PublishMsg(ctx, msg)
+	if err != nil {
+		r.metrics.pubErrors.Add(1)
+		r.log.Warn("publish failed", "subject", msg.Subject, "err", err)
+		writeError(w, http.StatusServiceUnavailable, "event store unavailable, retry with the same id")
+		return
+	}
+	r.metrics.published.Add(1)
+	writeJSON(w, http.StatusOK, map[string]uint64{"seq": ack.Sequence})
+}

@@ -1,0 +1,221 @@
+// Package relay serves events stored in a NATS JetStream stream to HTTP
+// clients as Server-Sent Events, with exact resume by Last-Event-ID.
+//
+// One Relay runs one ordered consumer on the whole stream and a registry of
+// the open sessions of this process, keyed by "<app>.<feed>". The consumer's
+// handler is the dispatcher: it advances a cursor (the last sequence
+// dispatched) under the registry lock and appends each event to the queues of
+// the sessions that want it. A session that resumes from id E registers under
+// the same lock and takes C = cursor: it reads (E, C] from the store and
+// everything after C from its queue, so every event above E arrives exactly
+// once, in order.
+package relay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"sync"
+	"sync/atomic"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Relay is an SSE relay for one JetStream stream. Create it with New, start
+// its consumer with Start, serve Handler, and stop it with Shutdown.
+type Relay struct {
+	cfg     Config
+	log     *slog.Logger
+	js      jetstream.JetStream
+	apiPfx  string // "$JS.API." or "$JS.<domain>.API."
+	metrics *metrics
+
+	mu     sync.Mutex // the registry lock: cursor, feeds
+	cursor uint64     // last stream sequence dispatched
+	feeds  map[string]map[*session]struct{}
+
+	replaySlots chan struct{}
+	open        atomic.Int64 // open SSE streams
+
+	started   atomic.Bool
+	running   atomic.Bool // consumer running
+	draining  atomic.Bool
+	drainCh   chan struct{} // closed when draining starts
+	drainOnce sync.Once
+	sessions  sync.WaitGroup // open SSE streams, waited for by Shutdown
+	cc        jetstream.ConsumeContext
+}
+
+// New checks cfg and returns a Relay. It does not touch NATS yet.
+func New(cfg Config) (*Relay, error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	var js jetstream.JetStream
+	var err error
+	apiPfx := "$JS.API."
+	if cfg.JetStreamDomain != "" {
+		js, err = jetstream.NewWithDomain(cfg.Conn, cfg.JetStreamDomain)
+		apiPfx = "$JS." + cfg.JetStreamDomain + ".API."
+	} else {
+		js, err = jetstream.New(cfg.Conn)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("jetstream: %w", err)
+	}
+	return &Relay{
+		cfg:         cfg,
+		log:         cfg.Logger,
+		js:          js,
+		apiPfx:      apiPfx,
+		metrics:     newMetrics(),
+		feeds:       make(map[string]map[*session]struct{}),
+		replaySlots: make(chan struct{}, cfg.MaxReplays),
+		drainCh:     make(chan struct{}),
+	}, nil
+}
+
+// Start checks the stream and starts the dispatcher: an ordered consumer on
+// the whole stream, from just after its last sequence. The consumer keeps
+// running (and recovers from NATS reconnects) until Shutdown.
+func (r *Relay) Start(ctx context.Context) error {
+	if !r.started.CompareAndSwap(false, true) {
+		return errors.New("relay: already started")
+	}
+	s, err := r.js.Stream(ctx, r.cfg.Stream)
+	if err != nil {
+		return fmt.Errorf("relay: stream %s: %w", r.cfg.Stream, err)
+	}
+	info := s.CachedInfo()
+	if !info.Config.AllowDirect {
+		return fmt.Errorf("relay: stream %s must allow direct get (allow_direct): resumes read the store with it", r.cfg.Stream)
+	}
+	r.mu.Lock()
+	r.cursor = info.State.LastSeq
+	r.mu.Unlock()
+	cons, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{r.cfg.SubjectPrefix + ".>"},
+		DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
+		OptStartSeq:    info.State.LastSeq + 1,
+		NamePrefix:     "sserelay",
+	})
+	if err != nil {
+		return fmt.Errorf("relay: create consumer: %w", err)
+	}
+	cc, err := cons.Consume(r.dispatch,
+		jetstream.PullMaxMessages(1024),
+		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+			r.log.Warn("consumer", "err", err)
+		}))
+	if err != nil {
+		return fmt.Errorf("relay: start consumer: %w", err)
+	}
+	r.cc = cc
+	r.running.Store(true)
+	r.log.Info("relay started", "stream", r.cfg.Stream, "cursor", info.State.LastSeq, "first_seq", info.State.FirstSeq)
+	return nil
+}
+
+// Ready reports whether the relay can serve: NATS connected, consumer
+// running, not draining.
+func (r *Relay) Ready() error {
+	switch {
+	case r.draining.Load():
+		return errors.New("draining")
+	case !r.running.Load():
+		return errors.New("consumer not running")
+	case !r.cfg.Conn.IsConnected():
+		return errors.New("NATS not connected")
+	}
+	return nil
+}
+
+// Drain starts draining: readiness fails, new streams are asked to retry
+// later, and open streams get a retry hint and are closed so that their
+// clients resume on another instance. It returns at once.
+func (r *Relay) Drain() {
+	r.drainOnce.Do(func() {
+		r.draining.Store(true)
+		close(r.drainCh)
+		r.log.Info("draining", "open_streams", r.open.Load())
+	})
+}
+
+// Shutdown drains, waits for the open streams to close (or ctx to end), and
+// stops the consumer. It does not close the NATS connection.
+func (r *Relay) Shutdown(ctx context.Context) error {
+	r.Drain()
+	done := make(chan struct{})
+	go func() { r.sessions.Wait(); close(done) }()
+	var err error
+	select {
+	case <-done:
+	case <-ctx.Done():
+		err = fmt.Errorf("relay: %d streams still open: %w", r.open.Load(), ctx.Err())
+	}
+	if r.cc != nil {
+		r.cc.Stop()
+		select {
+		case <-r.cc.Closed():
+		case <-ctx.Done():
+		}
+	}
+	r.running.Store(false)
+	return err
+}
+
+// Cursor returns the last stream sequence this relay has dispatched.
+func (r *Relay) Cursor() uint64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.cursor
+}
+
+// OpenStreams returns the number of open SSE streams.
+func (r *Relay) OpenStreams() int { return int(r.open.Load()) }
+
+// Handler returns the HTTP handler with every endpoint of the relay.
+func (r *Relay) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/events", r.serveEvents)
+	mux.HandleFunc("POST /v1/publish", r.servePublish)
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if err := r.Ready(); err != nil {
+			writeError(w, http.StatusServiceUnavailable, "not ready: "+err.Error())
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+	})
+	mux.HandleFunc("GET /metrics", r.serveMetrics)
+	mux.HandleFunc("GET /v1/client.js", serveClientJS)
+	if !r.cfg.NoDemo {
+		mux.HandleFunc("GET /{$}", serveDemo)
+	}
+	mux.HandleFunc("/", func(w http.ResponseWriter, _ *http.Request) {
+		writeError(w, http.StatusNotFound, "not found")
+	})
+	return r.cors(mux)
+}
+
+// retryHint returns the reconnection delay for a client that is sent away:
+// the configured delay plus up to as much again, so that the clients of a
+// drained instance do not all come back in the same millisecond.
+func (r *Relay) retryHint() int64 {
+	base := r.cfg.Retry.Milliseconds()
+	return base + rand.Int64N(base+1)
+}
+
+// natsDown reports whether an error means NATS or JetStream is unavailable.
+func natsDown(err error) bool {
+	return errors.Is(err, nats.ErrNoResponders) || errors.Is(err, nats.ErrTimeout) ||
+		errors.Is(err, nats.ErrConnectionClosed) || errors.Is(err, nats.ErrDisconnected) ||
+		errors.Is(err, context.DeadlineExceeded) || errors.Is(err, jetstream.ErrNoStreamResponse) ||
+		errors.Is(err, nats.ErrConnectionReconnecting)
+}

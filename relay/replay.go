@@ -1,0 +1,244 @@
+package relay
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/sserelay/sserelay/relay/sse"
+)
+
+// errHistoryGone means the store no longer has the first event a client needs.
+var errHistoryGone = errors.New("history gone")
+
+// storedEvent is one event read back from the stream.
+type storedEvent struct {
+	seq   uint64
+	event string
+	data  []byte
+}
+
+// replayFilter selects the events of one session from the store.
+type replayFilter struct {
+	subjects    []string // each a literal subject or ending in ".>"
+	excludeConn string   // skip events published by this connection
+}
+
+// replay calls emit for every event of f in (from, to], in sequence order,
+// reading the store in batches (batch Direct Get with next_by_subj, one
+// cursor per subject, merged by sequence). It reads at most one batch per
+// subject ahead, so memory is bounded by ReplayBatch whatever the range.
+// limit > 0 stops after that many events. It returns errHistoryGone when
+// from+1 has been trimmed, before or during the read.
+func (r *Relay) replay(ctx context.Context, f replayFilter, from, to uint64, limit int, emit func(storedEvent) error) error {
+	if from >= to {
+		return nil
+	}
+	inbox := r.cfg.Conn.NewRespInbox()
+	sub, err := r.cfg.Conn.SubscribeSync(inbox)
+	if err != nil {
+		return fmt.Errorf("subscribe: %w", err)
+	}
+	defer sub.Unsubscribe()
+	rd := &storeReader{r: r, sub: sub, inbox: inbox}
+
+	// Retention trims from the front only, so from+1 existing means nothing
+	// after it is missing.
+	if ok, err := rd.exists(ctx, from+1); err != nil {
+		return err
+	} else if !ok {
+		return errHistoryGone
+	}
+	cursors := make([]*subjectCursor, len(f.subjects))
+	for i, s := range f.subjects {
+		cursors[i] = &subjectCursor{subject: s, next: from + 1, to: to}
+	}
+	n := 0
+	for {
+		var best *subjectCursor
+		for _, c := range cursors {
+			if err := c.fill(ctx, rd); err != nil {
+				return err
+			}
+			if c.head() != nil && (best == nil || c.head().seq < best.head().seq) {
+				best = c
+			}
+		}
+		if best == nil {
+			break
+		}
+		ev := best.pop()
+		if ev.excluded(f.excludeConn) {
+			continue
+		}
+		if err := emit(ev.storedEvent); err != nil {
+			return err
+		}
+		if n++; limit > 0 && n >= limit {
+			return nil
+		}
+	}
+	// A trim that overtook the read would have hidden events from it.
+	if ok, err := rd.exists(ctx, from+1); err != nil {
+		return err
+	} else if !ok {
+		return errHistoryGone
+	}
+	return nil
+}
+
+type readEvent struct {
+	storedEvent
+	connID string
+	bad    bool // an event name that cannot be written; dropped as in dispatch
+}
+
+func (e *readEvent) excluded(conn string) bool {
+	return e.bad || (conn != "" && e.connID == conn)
+}
+
+// subjectCursor walks the events of one subject filter in (next-1, to].
+type subjectCursor struct {
+	subject string
+	next    uint64 // first sequence not read yet
+	to      uint64
+	buf     []readEvent
+	done    bool
+}
+
+func (c *subjectCursor) head() *readEvent {
+	if len(c.buf) == 0 {
+		return nil
+	}
+	return &c.buf[0]
+}
+
+func (c *subjectCursor) pop() readEvent {
+	ev := c.buf[0]
+	c.buf[0] = readEvent{}
+	c.buf = c.buf[1:]
+	return ev
+}
+
+func (c *subjectCursor) fill(ctx context.Context, rd *storeReader) error {
+	if len(c.buf) > 0 || c.done {
+		return nil
+	}
+	evs, more, err := rd.batch(ctx, c.subject, c.next, c.to, c.buf[:0])
+	if err != nil {
+		return err
+	}
+	c.buf = evs
+	if len(evs) > 0 {
+		c.next = evs[len(evs)-1].seq + 1
+	}
+	c.done = !more || c.next > c.to
+	return nil
+}
+
+// storeReader sends Direct Get requests and reads their replies on one inbox.
+type storeReader struct {
+	r     *Relay
+	sub   *nats.Subscription
+	inbox string
+}
+
+type directGetRequest struct {
+	Seq        uint64 `json:"seq"`
+	NextBySubj string `json:"next_by_subj,omitempty"`
+	Batch      int    `json:"batch,omitempty"`
+}
+
+func (rd *storeReader) request(ctx context.Context, req directGetRequest) error {
+	body, _ := json.Marshal(req)
+	subj := rd.r.apiPfx + "DIRECT.GET." + rd.r.cfg.Stream
+	if err := rd.r.cfg.Conn.PublishRequest(subj, rd.inbox, body); err != nil {
+		return fmt.Errorf("direct get: %w", err)
+	}
+	return nil
+}
+
+func (rd *storeReader) next(ctx context.Context) (*nats.Msg, error) {
+	ctx, cancel := context.WithTimeout(ctx, rd.r.cfg.RequestTimeout)
+	defer cancel()
+	m, err := rd.sub.NextMsgWithContext(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("direct get reply: %w", err)
+	}
+	return m, nil
+}
+
+// exists reports whether the stream still holds sequence seq.
+func (rd *storeReader) exists(ctx context.Context, seq uint64) (bool, error) {
+	if err := rd.request(ctx, directGetRequest{Seq: seq}); err != nil {
+		return false, err
+	}
+	m, err := rd.next(ctx)
+	if err != nil {
+		return false, err
+	}
+	switch status := m.Header.Get("Status"); status {
+	case "":
+		return true, nil
+	case "404":
+		return false, nil
+	default:
+		return false, fmt.Errorf("direct get %d: status %s %s", seq, status, m.Header.Get("Description"))
+	}
+}
+
+// batch reads up to ReplayBatch events of subject from sequence from on,
+// keeping those up to to. more reports whether the store may hold further
+// matching events up to to.
+func (rd *storeReader) batch(ctx context.Context, subject string, from, to uint64, dst []readEvent) (evs []readEvent, more bool, err error) {
+	size := rd.r.cfg.ReplayBatch
+	if span := to - from + 1; span < uint64(size) {
+		size = int(span)
+	}
+	if err := rd.request(ctx, directGetRequest{Seq: from, NextBySubj: subject, Batch: size}); err != nil {
+		return nil, false, err
+	}
+	more = true
+	for {
+		m, err := rd.next(ctx)
+		if err != nil {
+			return nil, false, err
+		}
+		switch status := m.Header.Get("Status"); status {
+		case "":
+		case "404": // nothing matches from here on
+			return dst, false, nil
+		case "204": // end of batch
+			pending, _ := strconv.ParseUint(m.Header.Get("Nats-Num-Pending"), 10, 64)
+			return dst, more && pending > 0, nil
+		default:
+			return nil, false, fmt.Errorf("direct get %s from %d: status %s %s", subject, from, status, m.Header.Get("Description"))
+		}
+		seq, err := strconv.ParseUint(m.Header.Get("Nats-Sequence"), 10, 64)
+		if err != nil {
+			return nil, false, fmt.Errorf("direct get %s: bad sequence header: %w", subject, err)
+		}
+		if seq > to {
+			more = false // past the handover point: the queue has the rest
+			continue
+		}
+		ev := readEvent{storedEvent: storedEvent{seq: seq, event: m.Header.Get(HeaderEvent), data: m.Data}, connID: m.Header.Get(HeaderConnectionID)}
+		ev.bad = ev.event != "" && !sse.ValidEventName(ev.event)
+		dst = append(dst, ev)
+	}
+}
+
+// lastSeq asks the stream for its last sequence.
+func (r *Relay) lastSeq(ctx context.Context) (uint64, error) {
+	ctx, cancel := context.WithTimeout(ctx, r.cfg.RequestTimeout)
+	defer cancel()
+	s, err := r.js.Stream(ctx, r.cfg.Stream)
+	if err != nil {
+		return 0, fmt.Errorf("stream info: %w", err)
+	}
+	return s.CachedInfo().State.LastSeq, nil
+}

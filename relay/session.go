@@ -1,0 +1,266 @@
+package relay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/sserelay/sserelay/relay/sse"
+)
+
+// Events the relay itself sends.
+const (
+	EventConnected    = "sserelay.connected"
+	EventReset        = "sserelay.reset"
+	EventTokenExpired = "sserelay.token-expired"
+)
+
+// Why a stream ended; used in logs.
+var (
+	errClientGone   = errors.New("client went away")
+	errDraining     = errors.New("relay draining")
+	errTokenExpired = errors.New("token expired")
+)
+
+// A session is one open SSE stream.
+type session struct {
+	r      *Relay
+	connID string
+	user   string
+	app    string
+	keys   []string // registry keys "<app>.<feed>"
+	feeds  []string
+	topics []string
+
+	// Filled by the dispatcher under mu; drained by the writer.
+	mu         sync.Mutex
+	queue      []*frame
+	queueBytes int
+	overflow   bool
+	wake       chan struct{} // capacity 1: "the queue changed"
+
+	// Owned by the writer (the HTTP handler goroutine).
+	w        io.Writer
+	rc       *http.ResponseController
+	lastSent uint64 // resume position: the client has every event of its filter up to here
+	active   bool   // something was written since the last keepalive tick
+	spare    []*frame
+	scratch  []byte // encoding buffer during a catch-up
+}
+
+func (s *session) enqueue(f *frame) {
+	s.mu.Lock()
+	if !s.overflow {
+		if len(s.queue) >= s.r.cfg.QueueEvents || s.queueBytes+len(f.buf) > s.r.cfg.QueueBytes {
+			clear(s.queue)
+			s.queue, s.queueBytes, s.overflow = s.queue[:0], 0, true
+		} else {
+			s.queue = append(s.queue, f)
+			s.queueBytes += len(f.buf)
+		}
+	}
+	s.mu.Unlock()
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// take swaps the queue for an empty one. overflow means events were dropped:
+// the writer must catch up from the store.
+func (s *session) take() (frames []*frame, overflow bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.overflow {
+		return nil, true
+	}
+	frames, s.queue, s.queueBytes = s.queue, s.spare[:0], 0
+	return frames, false
+}
+
+func (s *session) write(b []byte) error {
+	if err := s.rc.SetWriteDeadline(time.Now().Add(s.r.cfg.WriteTimeout)); err != nil && !errors.Is(err, http.ErrNotSupported) {
+		return fmt.Errorf("set write deadline: %w", err)
+	}
+	if _, err := s.w.Write(b); err != nil {
+		return fmt.Errorf("write: %w", err)
+	}
+	s.active = true
+	return nil
+}
+
+func (s *session) flush() error {
+	if err := s.rc.Flush(); err != nil {
+		return fmt.Errorf("flush: %w", err)
+	}
+	return nil
+}
+
+// writeFrames writes the frames the client does not have yet and flushes.
+func (s *session) writeFrames(frames []*frame) error {
+	n := 0
+	for _, f := range frames {
+		if f.seq <= s.lastSent {
+			continue // the client has it: its id came from a relay that was ahead, or from a replay
+		}
+		if err := s.write(f.buf); err != nil {
+			return err
+		}
+		s.lastSent = f.seq
+		n++
+	}
+	if n == 0 {
+		return nil
+	}
+	s.r.metrics.delivered.Add(uint64(n))
+	return s.flush()
+}
+
+// run streams events until the client leaves, the relay drains, the token
+// expires or a write fails. lastID is the client's position (hasID false:
+// none) and c the cursor at registration.
+func (s *session) run(ctx context.Context, hasID bool, lastID, c uint64, expires time.Time) error {
+	s.lastSent = c
+	if hasID {
+		s.lastSent = lastID
+		if err := s.catchUp(ctx, c); err != nil {
+			return err
+		}
+	}
+	keepalive := time.NewTicker(s.r.cfg.Keepalive)
+	defer keepalive.Stop()
+	var expiry <-chan time.Time
+	if !expires.IsZero() {
+		t := time.NewTimer(time.Until(expires))
+		defer t.Stop()
+		expiry = t.C
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return errClientGone
+		case <-s.r.drainCh:
+			b := sse.AppendRetry(nil, s.r.retryHint())
+			if err := s.write(b); err == nil {
+				_ = s.flush()
+			}
+			return errDraining
+		case <-expiry:
+			b := sse.AppendMessage(nil, EventTokenExpired, []byte(`{"reason":"token expired"}`))
+			if err := s.write(b); err == nil {
+				_ = s.flush()
+			}
+			return errTokenExpired
+		case <-keepalive.C:
+			if !s.active {
+				if err := s.write(sse.AppendComment(nil, "keepalive")); err != nil {
+					return err
+				}
+				if err := s.flush(); err != nil {
+					return err
+				}
+			}
+			s.active = false
+		case <-s.wake:
+			frames, overflow := s.take()
+			if overflow {
+				s.r.metrics.overflows.Add(1)
+				if err := s.catchUp(ctx, s.r.restart(s)); err != nil {
+					return err
+				}
+				continue
+			}
+			err := s.writeFrames(frames)
+			clear(frames)
+			s.spare = frames[:0]
+			if err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// catchUp brings the client from s.lastSent to c by reading the store, or
+// tells it with a reset event that it cannot. Live events above c wait in the
+// queue meanwhile.
+func (s *session) catchUp(ctx context.Context, c uint64) error {
+	from := s.lastSent
+	if from >= c {
+		if from > c {
+			// The client is ahead of this relay: fine if the stream has its
+			// id (the cursor will get there); another stream's id if not.
+			last, err := s.r.lastSeq(ctx)
+			if err != nil {
+				return err
+			}
+			if from > last {
+				return s.reset(c, ResetUnknownID)
+			}
+		}
+		return nil
+	}
+	select {
+	case s.r.replaySlots <- struct{}{}:
+	case <-ctx.Done():
+		return errClientGone
+	case <-s.r.drainCh:
+		return errDraining
+	}
+	defer func() { <-s.r.replaySlots }()
+	s.r.metrics.replays.Add(1)
+	n := 0
+	err := s.r.replay(ctx, s.filter(), from, c, 0, func(ev storedEvent) error {
+		s.scratch = sse.AppendEvent(s.scratch[:0], ev.seq, ev.event, ev.data)
+		if err := s.write(s.scratch); err != nil {
+			return err
+		}
+		s.lastSent = ev.seq
+		n++
+		if n%64 == 0 {
+			return s.flush()
+		}
+		return nil
+	})
+	s.scratch = nil // idle sessions keep no buffer
+	s.r.metrics.replayed.Add(uint64(n))
+	s.r.metrics.delivered.Add(uint64(n))
+	if errors.Is(err, errHistoryGone) {
+		return s.reset(c, ResetHistoryGone)
+	}
+	if err != nil {
+		return fmt.Errorf("replay (%d, %d]: %w", from, c, err)
+	}
+	s.lastSent = c
+	return s.flush()
+}
+
+// reset tells the client it must resync, with id c so that a reconnect
+// right after it resumes from the live point.
+func (s *session) reset(c uint64, reason string) error {
+	s.r.metrics.resets(reason).Add(1)
+	s.r.log.Debug("stream reset", "conn", s.connID, "user", s.user, "reason", reason, "from", s.lastSent, "to", c)
+	if err := s.write(resetFrame(c, reason).buf); err != nil {
+		return err
+	}
+	s.lastSent = c
+	return s.flush()
+}
+
+func (s *session) filter() replayFilter {
+	var subjects []string
+	pfx := s.r.cfg.SubjectPrefix + "."
+	for _, k := range s.keys {
+		if len(s.topics) == 0 {
+			subjects = append(subjects, pfx+k, pfx+k+".>")
+			continue
+		}
+		for _, t := range s.topics {
+			subjects = append(subjects, pfx+k+"."+t, pfx+k+"."+t+".>")
+		}
+	}
+	return replayFilter{subjects: subjects, excludeConn: s.connID}
+}

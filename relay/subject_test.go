@@ -1,0 +1,95 @@
+package relay
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestValidToken(t *testing.T) {
+	good := []string{"u1", "user-42", "Ünïcode", "_all", "a_b~c", strings.Repeat("x", MaxTokenLen)}
+	bad := []string{"", "a.b", "*", "a*", ">", "a>", "a b", "a\tb", "a\nb", "a\rb", "a\x00b", "a\x7fb", "a\u00a0b", "a\u2028b", "\xff", strings.Repeat("x", MaxTokenLen+1)}
+	for _, s := range good {
+		if !ValidToken(s) {
+			t.Errorf("ValidToken(%q) = false", s)
+		}
+	}
+	for _, s := range bad {
+		if ValidToken(s) {
+			t.Errorf("ValidToken(%q) = true", s)
+		}
+		if checkToken("feed", s) == nil {
+			t.Errorf("checkToken(%q) = nil", s)
+		}
+	}
+}
+
+func TestValidTopic(t *testing.T) {
+	for _, s := range []string{"orders", "orders.eu", "a.b.c"} {
+		if !ValidTopic(s) {
+			t.Errorf("ValidTopic(%q) = false", s)
+		}
+	}
+	for _, s := range []string{"", ".", "a.", ".a", "a..b", "a.*", "a.>", "a b", "a.b\n"} {
+		if ValidTopic(s) {
+			t.Errorf("ValidTopic(%q) = true", s)
+		}
+	}
+}
+
+func TestSplitSubject(t *testing.T) {
+	tests := []struct {
+		subj, key, topic string
+		ok               bool
+	}{
+		{"sse.app.u1", "app.u1", "", true},
+		{"sse.app.u1.orders", "app.u1", "orders", true},
+		{"sse.app.u1.orders.eu", "app.u1", "orders.eu", true},
+		{"sse.app", "", "", false},
+		{"sse.app.", "", "", false},
+		{"sse..u1", "", "", false},
+		{"sse.app..x", "", "", false},
+		{"other.app.u1", "", "", false},
+		{"ssex.app.u1", "", "", false},
+	}
+	for _, tt := range tests {
+		key, topic, ok := splitSubject("sse", tt.subj)
+		if key != tt.key || topic != tt.topic || ok != tt.ok {
+			t.Errorf("splitSubject(%q) = %q, %q, %v; want %q, %q, %v", tt.subj, key, topic, ok, tt.key, tt.topic, tt.ok)
+		}
+	}
+	if s := Subject("sse", "app", "u1", ""); s != "sse.app.u1" {
+		t.Errorf("Subject = %q", s)
+	}
+	if s := Subject("sse", "app", "u1", "t.x"); s != "sse.app.u1.t.x" {
+		t.Errorf("Subject = %q", s)
+	}
+}
+
+func TestTopicMatches(t *testing.T) {
+	tests := []struct {
+		topics []string
+		topic  string
+		want   bool
+	}{
+		{nil, "", true},
+		{nil, "x", true},
+		{[]string{"orders"}, "orders", true},
+		{[]string{"orders"}, "orders.eu", true},
+		{[]string{"orders"}, "ordersx", false},
+		{[]string{"orders"}, "", false},
+		{[]string{"orders.eu"}, "orders", false},
+		{[]string{"a", "b"}, "b.c", true},
+	}
+	for _, tt := range tests {
+		if got := topicMatches(tt.topics, tt.topic); got != tt.want {
+			t.Errorf("topicMatches(%q, %q) = %v", tt.topics, tt.topic, got)
+		}
+	}
+}
+
+func BenchmarkSplitSubject(b *testing.B) {
+	b.ReportAllocs()
+	for b.Loop() {
+		splitSubject("sse", "sse.myapp.user-12345.orders.eu")
+	}
+}
