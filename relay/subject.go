@@ -79,7 +79,10 @@ func splitSubject(prefix, subj string) (key, topic string, ok bool) {
 	}
 	j := strings.IndexByte(rest[i+1:], '.')
 	if j < 0 {
-		return rest, "", len(rest) > i+1
+		if len(rest) == i+1 {
+			return "", "", false
+		}
+		return rest, "", true
 	}
 	if j == 0 {
 		return "", "", false
