@@ -73,6 +73,10 @@ type Config struct {
 	AllowedOrigins []string
 	// NoDemo disables the demo page at "/".
 	NoDemo bool
+	// NoHijack keeps HTTP/1.1 streams inside net/http instead of taking
+	// their connections over (which saves about 10 KiB and a goroutine per
+	// idle stream). Set it when a middleware must see the whole response.
+	NoHijack bool
 }
 
 // ErrInvalidConfig is wrapped by configuration errors.

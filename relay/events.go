@@ -1,10 +1,13 @@
 package relay
 
 import (
+	"bytes"
+	"context"
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"net"
 	"net/http"
 	"strconv"
 	"time"
@@ -171,28 +174,21 @@ func (r *Relay) serveEvents(w http.ResponseWriter, req *http.Request) {
 		r.sendAway(w, "busy")
 		return
 	}
-	rc := http.NewResponseController(w)
-	// The server may have a WriteTimeout for other endpoints; a stream uses
-	// a deadline per write instead.
-	_ = rc.SetWriteDeadline(time.Time{})
 	s := &session{
 		r: r, connID: sr.connID, user: sr.claims.Subject, app: sr.app,
-		feeds: sr.feeds, topics: sr.topics,
-		wake: make(chan struct{}, 1), w: w, rc: rc,
+		feeds: sr.feeds, topics: sr.topics, wake: make(chan struct{}, 1),
 	}
 	for _, f := range sr.feeds {
 		s.keys = append(s.keys, sr.app+"."+f)
 	}
 	r.sessions.Add(1)
-	defer r.sessions.Done()
 	r.open.Add(1)
-	defer r.open.Add(-1)
 	c := r.register(s)
-	defer r.unregister(s)
+	start := time.Now()
+	r.log.Debug("stream opened", "conn", s.connID, "user", s.user, "app", s.app, "feeds", s.feeds, "topics", s.topics, "last_event_id", sr.lastID, "has_id", sr.hasID, "cursor", c)
 
 	setStreamHeaders(w)
 	w.Header().Set("X-Connection-Id", sr.connID)
-	w.WriteHeader(http.StatusOK)
 	hello, _ := json.Marshal(map[string]string{"connection_id": sr.connID, "user": s.user, "app_id": s.app})
 	b := sse.AppendRetry(nil, r.cfg.Retry.Milliseconds())
 	if sr.hasID {
@@ -200,14 +196,86 @@ func (r *Relay) serveEvents(w http.ResponseWriter, req *http.Request) {
 	} else {
 		b = sse.AppendEvent(b, c, EventConnected, hello) // a client that gets nothing else still resumes from here
 	}
-	if err := s.write(b); err == nil {
+
+	rc := http.NewResponseController(w)
+	if !r.cfg.NoHijack && req.ProtoMajor == 1 {
+		if conn, _, err := rc.Hijack(); err == nil {
+			// The stream outlives this handler: net/http's goroutine,
+			// buffers and request state are released when it returns.
+			go s.serveConn(conn, w.Header(), b, sr, c, start)
+			return
+		}
+	}
+	// HTTP/2, or hijacking is off: stream inside net/http.
+	// The server may have a WriteTimeout for other endpoints; a stream
+	// uses a deadline per write instead.
+	_ = rc.SetWriteDeadline(time.Time{})
+	s.out = &httpSink{w: w, rc: rc, timeout: r.cfg.WriteTimeout}
+	w.WriteHeader(http.StatusOK)
+	err := s.write(b)
+	if err == nil {
 		err = s.flush()
 	}
-	start := time.Now()
-	r.log.Debug("stream opened", "conn", s.connID, "user", s.user, "app", s.app, "feeds", s.feeds, "topics", s.topics, "last_event_id", sr.lastID, "has_id", sr.hasID, "cursor", c)
-	err := s.run(req.Context(), sr.hasID, sr.lastID, c, sr.expires)
-	level := slogLevelFor(err)
-	r.log.Log(req.Context(), level, "stream closed", "conn", s.connID, "user", s.user, "reason", err.Error(), "last_sent", s.lastSent, "duration", time.Since(start).Round(time.Millisecond))
+	if err == nil {
+		err = s.run(req.Context(), sr.hasID, sr.lastID, c, sr.expires)
+	}
+	s.finish(err, start)
+}
+
+// serveConn streams to a connection taken over from net/http. It writes the
+// response head itself; the body ends when the connection closes, so no
+// chunked encoding is needed.
+func (s *session) serveConn(conn net.Conn, h http.Header, hello []byte, sr *streamRequest, c uint64, start time.Time) {
+	ctx, cancel := context.WithCancel(context.Background())
+	readerDone := make(chan struct{})
+	defer func() {
+		conn.Close() // also ends the reader below
+		<-readerDone
+		cancel()
+	}()
+	_ = conn.SetReadDeadline(time.Time{})
+	// The client sends nothing more: a read returns only when it goes away,
+	// which is how the stream learns of it without waiting for a write to fail.
+	go func() {
+		defer close(readerDone)
+		defer cancel()
+		var b [1]byte
+		for {
+			if _, err := conn.Read(b[:]); err != nil {
+				return
+			}
+		}
+	}()
+	s.out = &connSink{conn: conn}
+	head := make([]byte, 0, 256)
+	head = append(head, "HTTP/1.1 200 OK\r\n"...)
+	var hb bytes.Buffer
+	_ = h.Write(&hb)
+	head = append(head, hb.Bytes()...)
+	head = append(head, "Connection: close\r\n\r\n"...)
+	err := s.write(head)
+	if err == nil {
+		err = s.write(hello)
+	}
+	if err == nil {
+		err = s.flush()
+	}
+	if err == nil {
+		err = s.run(ctx, sr.hasID, sr.lastID, c, sr.expires)
+	}
+	s.finish(err, start)
+}
+
+// finish unregisters the session and logs why it ended.
+func (s *session) finish(err error, start time.Time) {
+	r := s.r
+	r.unregister(s)
+	r.open.Add(-1)
+	r.sessions.Done()
+	if err == nil {
+		err = errClientGone
+	}
+	r.log.Log(context.Background(), slogLevelFor(err), "stream closed", "conn", s.connID, "user", s.user, "reason", err.Error(), "last_sent", s.lastSent, "duration", time.Since(start).Round(time.Millisecond))
 }
 
 // servePoll answers poll=1: the events after last_event_id, one page, as JSON.

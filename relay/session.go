@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"net/http"
 	"sync"
 	"time"
 
@@ -43,9 +41,8 @@ type session struct {
 	overflow   bool
 	wake       chan struct{} // capacity 1: "the queue changed"
 
-	// Owned by the writer (the HTTP handler goroutine).
-	w        io.Writer
-	rc       *http.ResponseController
+	// Owned by the writer goroutine.
+	out      sink
 	lastSent uint64 // resume position: the client has every event of its filter up to here
 	active   bool   // something was written since the last keepalive tick
 	spare    []*frame
@@ -83,21 +80,12 @@ func (s *session) take() (frames []*frame, overflow bool) {
 }
 
 func (s *session) write(b []byte) error {
-	if err := s.rc.SetWriteDeadline(time.Now().Add(s.r.cfg.WriteTimeout)); err != nil && !errors.Is(err, http.ErrNotSupported) {
-		return fmt.Errorf("set write deadline: %w", err)
-	}
-	if _, err := s.w.Write(b); err != nil {
-		return fmt.Errorf("write: %w", err)
-	}
 	s.active = true
-	return nil
+	return s.out.write(b)
 }
 
 func (s *session) flush() error {
-	if err := s.rc.Flush(); err != nil {
-		return fmt.Errorf("flush: %w", err)
-	}
-	return nil
+	return s.out.flush(s.r.cfg.WriteTimeout)
 }
 
 // writeFrames writes the frames the client does not have yet and flushes.
