@@ -55,6 +55,7 @@ func serveFlags() []cli.Flag {
 		str("subject-prefix", "sse", "first subject token"),
 		str("stream", "SSE", "JetStream stream name"),
 		num("stream-replicas", 1, "stream replicas (3 on a NATS cluster)"),
+		&cli.BoolFlag{Name: "epoch-ids", EnvVars: env("epoch-ids"), Value: true, Usage: "start a newly created stream's sequence at the current time in microseconds, so that ids from a lost store are never taken for ids of the new one"},
 		dur("retention-max-age", 24*time.Hour, "keep events this long: the resume window"),
 		num64("retention-max-bytes", 1<<30, "keep at most this many bytes of events (-1: no limit)"),
 		num64("retention-max-msgs", -1, "keep at most this many events (-1: no limit)"),
@@ -158,11 +159,16 @@ func serve(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	var firstSeq uint64
+	if c.Bool("epoch-ids") {
+		firstSeq = relay.EpochSeq(time.Now())
+	}
 	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	info, err := relay.EnsureStream(sctx, js, relay.StreamOptions{
 		Name: c.String("stream"), SubjectPrefix: c.String("subject-prefix"),
 		MaxAge: c.Duration("retention-max-age"), MaxBytes: c.Int64("retention-max-bytes"), MaxMsgs: c.Int64("retention-max-msgs"),
 		Duplicates: c.Duration("duplicate-window"), Replicas: c.Int("stream-replicas"),
+		FirstSeq: firstSeq,
 	})
 	cancel()
 	if err != nil {

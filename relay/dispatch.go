@@ -38,11 +38,14 @@ func (r *Relay) dispatch(msg jetstream.Msg) {
 		r.log.Error("dispatch: message without metadata", "subject", msg.Subject(), "err", err)
 		return
 	}
-	seq := meta.Sequence.Stream
-	subj := msg.Subject()
-	key, topic, ok := splitSubject(r.cfg.SubjectPrefix, subj)
 	hdr := msg.Headers()
-	event := hdr.Get(HeaderEvent)
+	r.deliver(meta.Sequence.Stream, msg.Subject(), hdr.Get(HeaderEvent), hdr.Get(HeaderConnectionID), msg.Data())
+}
+
+// deliver dispatches one stored event: it moves the cursor and queues the
+// event, encoded once, for every local session that wants it.
+func (r *Relay) deliver(seq uint64, subj, event, connID string, data []byte) {
+	key, topic, ok := splitSubject(r.cfg.SubjectPrefix, subj)
 	if !ok {
 		r.metrics.dropped.Add(1)
 		r.log.Warn("dropped event: subject is not <prefix>.<app>.<feed>[.<topic>]", "subject", subj, "seq", seq)
@@ -51,7 +54,6 @@ func (r *Relay) dispatch(msg jetstream.Msg) {
 		r.metrics.dropped.Add(1)
 		r.log.Warn("dropped event: Sse-Event cannot be written safely", "subject", subj, "seq", seq, "event", event)
 	}
-	connID := hdr.Get(HeaderConnectionID)
 
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -75,7 +77,9 @@ func (r *Relay) dispatch(msg jetstream.Msg) {
 			continue
 		}
 		if f == nil {
-			f = &frame{seq: seq, connID: connID, buf: sse.AppendEvent(nil, seq, event, msg.Data())}
+			// Sized for the usual case (no line breaks in data): one allocation.
+			buf := make([]byte, 0, 40+len(event)+len(data))
+			f = &frame{seq: seq, connID: connID, buf: sse.AppendEvent(buf, seq, event, data)}
 		}
 		s.enqueue(f)
 	}

@@ -20,7 +20,19 @@ type StreamOptions struct {
 	Duplicates    time.Duration // Nats-Msg-Id window (default 2 min, at most MaxAge)
 	Replicas      int           // default 1
 	MemoryStorage bool          // for tests only: events do not survive a restart
+	// FirstSeq is the first sequence of a stream created now (0: 1). Give
+	// each new stream a start above every id an earlier stream of the same
+	// name handed out (EpochSeq does), and a client holding an id of a lost
+	// store is told history-gone instead of resuming at a wrong position.
+	FirstSeq uint64
 }
+
+// EpochSeq returns a first sequence for a stream created at t: its time in
+// microseconds. A stream that replaces a lost one starts above every id the
+// lost one gave out unless that one stored more than a million events per
+// second over its whole life. It stays below 2^53, so JavaScript numbers
+// hold it exactly.
+func EpochSeq(t time.Time) uint64 { return uint64(t.UnixMicro()) }
 
 // ErrIncompatibleStream is returned when an existing stream cannot hold the
 // relay's events without breaking its guarantees.
@@ -62,6 +74,7 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, o StreamOptions) 
 		// Deleting single messages would leave holes that no sequence check
 		// can see; trimming from the front (limits, full purge) is fine.
 		DenyDelete: true,
+		FirstSeq:   o.FirstSeq,
 	}
 	s, err := js.Stream(ctx, o.Name)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
@@ -79,6 +92,7 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, o StreamOptions) 
 		return nil, fmt.Errorf("%w: stream %s: %w", ErrIncompatibleStream, o.Name, err)
 	}
 	upd := have
+	upd.FirstSeq = have.FirstSeq // only applies at creation
 	upd.MaxAge, upd.MaxBytes, upd.MaxMsgs, upd.Duplicates = want.MaxAge, want.MaxBytes, want.MaxMsgs, want.Duplicates
 	upd.AllowDirect, upd.DenyDelete = true, true
 	if upd.MaxAge != have.MaxAge || upd.MaxBytes != have.MaxBytes || upd.MaxMsgs != have.MaxMsgs ||
