@@ -14,7 +14,19 @@ const (
 	HeaderEvent = "Sse-Event"
 	// HeaderMsgID is JetStream's de-duplication id.
 	HeaderMsgID = "Nats-Msg-Id"
+	// HeaderConnectionUser, when present, is the user whose connection
+	// X-Connection-Id names: only that user's streams with the id are
+	// skipped. POST /v1/publish sets it from the token, so that a user who
+	// learns another user's connection id cannot make them miss events on a
+	// shared feed.
+	HeaderConnectionUser = "X-Connection-User"
 )
+
+// excludes reports whether an event published by connection msgConn of
+// msgUser ("" = not said) must skip a session of user with connection conn.
+func excludes(msgConn, msgUser, conn, user string) bool {
+	return msgConn != "" && msgConn == conn && (msgUser == "" || msgUser == user)
+}
 
 // Reset reasons sent in sserelay.reset events.
 const (
@@ -39,12 +51,16 @@ func (r *Relay) dispatch(msg jetstream.Msg) {
 		return
 	}
 	hdr := msg.Headers()
-	r.deliver(meta.Sequence.Stream, msg.Subject(), hdr.Get(HeaderEvent), hdr.Get(HeaderConnectionID), msg.Data())
+	var connID, connUser string
+	if len(hdr) > 0 {
+		connID, connUser = hdr.Get(HeaderConnectionID), hdr.Get(HeaderConnectionUser)
+	}
+	r.deliver(meta.Sequence.Stream, msg.Subject(), hdr.Get(HeaderEvent), connID, connUser, msg.Data())
 }
 
 // deliver dispatches one stored event: it moves the cursor and queues the
 // event, encoded once, for every local session that wants it.
-func (r *Relay) deliver(seq uint64, subj, event, connID string, data []byte) {
+func (r *Relay) deliver(seq uint64, subj, event, connID, connUser string, data []byte) {
 	key, topic, ok := splitSubject(r.cfg.SubjectPrefix, subj)
 	if !ok {
 		r.metrics.dropped.Add(1)
@@ -73,7 +89,7 @@ func (r *Relay) deliver(seq uint64, subj, event, connID string, data []byte) {
 	}
 	var f *frame
 	for s := range r.feeds[key] {
-		if !topicMatches(s.topics, topic) || (connID != "" && connID == s.connID) {
+		if !topicMatches(s.topics, topic) || excludes(connID, connUser, s.connID, s.user) {
 			continue
 		}
 		if f == nil {

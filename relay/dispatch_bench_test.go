@@ -49,7 +49,7 @@ func BenchmarkDispatchBroadcast(b *testing.B) {
 			seq := uint64(0)
 			for b.Loop() {
 				seq++
-				r.deliver(seq, "sse.app.u0", "refresh", "", data)
+				r.deliver(seq, "sse.app.u0", "refresh", "", "", data)
 				if seq%64 == 0 {
 					b.StopTimer()
 					drain(all)
@@ -75,7 +75,7 @@ func BenchmarkDispatchPerUser(b *testing.B) {
 	seq := uint64(0)
 	for b.Loop() {
 		seq++
-		r.deliver(seq, subjects[seq%users], "", "", data)
+		r.deliver(seq, subjects[seq%users], "", "", "", data)
 		if seq%4096 == 0 {
 			b.StopTimer()
 			drain(all)

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"time"
 
@@ -51,7 +52,7 @@ func (r *Relay) parseStreamRequest(req *http.Request) (*streamRequest, int, stri
 	if err := checkToken("app_id", sr.app); err != nil {
 		return nil, http.StatusBadRequest, err.Error()
 	}
-	sr.feeds = q["feed"]
+	sr.feeds = dedupe(q["feed"])
 	if len(sr.feeds) == 0 {
 		sr.feeds = []string{claims.Subject}
 	}
@@ -63,7 +64,7 @@ func (r *Relay) parseStreamRequest(req *http.Request) (*streamRequest, int, stri
 			return nil, http.StatusBadRequest, err.Error()
 		}
 	}
-	sr.topics = q["topic"]
+	sr.topics = dedupe(q["topic"])
 	if len(sr.topics) > r.cfg.MaxTopics {
 		return nil, http.StatusBadRequest, "too many topics (at most " + strconv.Itoa(r.cfg.MaxTopics) + ")"
 	}
@@ -101,6 +102,17 @@ func (r *Relay) parseStreamRequest(req *http.Request) (*streamRequest, int, stri
 		}
 	}
 	return sr, 0, ""
+}
+
+// dedupe drops repeated values, keeping the first of each.
+func dedupe(vals []string) []string {
+	out := vals[:0:0]
+	for _, v := range vals {
+		if !slices.Contains(out, v) {
+			out = append(out, v)
+		}
+	}
+	return out
 }
 
 // parseSeq parses a stream sequence: 1 to 20 ASCII digits.
@@ -169,7 +181,10 @@ func (r *Relay) serveEvents(w http.ResponseWriter, req *http.Request) {
 		r.sendAway(w, "draining")
 		return
 	}
-	if r.cfg.MaxStreams > 0 && r.open.Load() >= int64(r.cfg.MaxStreams) {
+	// Reserve the slot first: checking and then adding would let a burst
+	// of requests through together.
+	if n := r.open.Add(1); r.cfg.MaxStreams > 0 && n > int64(r.cfg.MaxStreams) {
+		r.open.Add(-1)
 		r.metrics.shed.Add(1)
 		r.sendAway(w, "busy")
 		return
@@ -182,7 +197,6 @@ func (r *Relay) serveEvents(w http.ResponseWriter, req *http.Request) {
 		s.keys = append(s.keys, sr.app+"."+f)
 	}
 	r.sessions.Add(1)
-	r.open.Add(1)
 	c := r.register(s)
 	start := time.Now()
 	r.log.Debug("stream opened", "conn", s.connID, "user", s.user, "app", s.app, "feeds", s.feeds, "topics", s.topics, "last_event_id", sr.lastID, "has_id", sr.hasID, "cursor", c)

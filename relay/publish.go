@@ -132,6 +132,7 @@ func (r *Relay) servePublish(w http.ResponseWriter, req *http.Request) {
 	}
 	if p.ConnectionID != "" {
 		msg.Header.Set(HeaderConnectionID, p.ConnectionID)
+		msg.Header.Set(HeaderConnectionUser, claims.Subject)
 	}
 	if p.ID != "" {
 		msg.Header.Set(HeaderMsgID, p.ID)

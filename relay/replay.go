@@ -26,6 +26,7 @@ type storedEvent struct {
 type replayFilter struct {
 	subjects    []string // each a literal subject or ending in ".>"
 	excludeConn string   // skip events published by this connection
+	user        string   // ... when published by this user or without X-Connection-User
 }
 
 // replay calls emit for every event of f in (from, to], in sequence order,
@@ -58,6 +59,7 @@ func (r *Relay) replay(ctx context.Context, f replayFilter, from, to uint64, lim
 		cursors[i] = &subjectCursor{subject: s, next: from + 1, to: to}
 	}
 	n := 0
+	var last uint64 // overlapping filters (topic a and a.b) read some events twice
 	for {
 		var best *subjectCursor
 		for _, c := range cursors {
@@ -72,7 +74,11 @@ func (r *Relay) replay(ctx context.Context, f replayFilter, from, to uint64, lim
 			break
 		}
 		ev := best.pop()
-		if ev.excluded(f.excludeConn) {
+		if ev.seq <= last {
+			continue
+		}
+		last = ev.seq
+		if ev.excluded(f.excludeConn, f.user) {
 			continue
 		}
 		if err := emit(ev.storedEvent); err != nil {
@@ -93,12 +99,13 @@ func (r *Relay) replay(ctx context.Context, f replayFilter, from, to uint64, lim
 
 type readEvent struct {
 	storedEvent
-	connID string
-	bad    bool // an event name that cannot be written; dropped as in dispatch
+	connID   string
+	connUser string
+	bad      bool // cannot be written; dropped as in dispatch
 }
 
-func (e *readEvent) excluded(conn string) bool {
-	return e.bad || (conn != "" && e.connID == conn)
+func (e *readEvent) excluded(conn, user string) bool {
+	return e.bad || excludes(e.connID, e.connUser, conn, user)
 }
 
 // subjectCursor walks the events of one subject filter in (next-1, to].
@@ -128,14 +135,11 @@ func (c *subjectCursor) fill(ctx context.Context, rd *storeReader) error {
 	if len(c.buf) > 0 || c.done {
 		return nil
 	}
-	evs, more, err := rd.batch(ctx, c.subject, c.next, c.to, c.buf[:0])
+	evs, next, more, err := rd.batch(ctx, c.subject, c.next, c.to, c.buf[:0])
 	if err != nil {
 		return err
 	}
-	c.buf = evs
-	if len(evs) > 0 {
-		c.next = evs[len(evs)-1].seq + 1
-	}
+	c.buf, c.next = evs, next
 	c.done = !more || c.next > c.to
 	return nil
 }
@@ -192,41 +196,51 @@ func (rd *storeReader) exists(ctx context.Context, seq uint64) (bool, error) {
 }
 
 // batch reads up to ReplayBatch events of subject from sequence from on,
-// keeping those up to to. more reports whether the store may hold further
-// matching events up to to.
-func (rd *storeReader) batch(ctx context.Context, subject string, from, to uint64, dst []readEvent) (evs []readEvent, more bool, err error) {
+// keeping those up to to. next is where the following batch starts; more
+// reports whether the store may hold further matching events up to to.
+func (rd *storeReader) batch(ctx context.Context, subject string, from, to uint64, dst []readEvent) (evs []readEvent, next uint64, more bool, err error) {
 	size := rd.r.cfg.ReplayBatch
 	if span := to - from + 1; span < uint64(size) {
 		size = int(span)
 	}
 	if err := rd.request(ctx, directGetRequest{Seq: from, NextBySubj: subject, Batch: size}); err != nil {
-		return nil, false, err
+		return nil, 0, false, err
 	}
-	more = true
+	next, more = from, true
 	for {
 		m, err := rd.next(ctx)
 		if err != nil {
-			return nil, false, err
+			return nil, 0, false, err
 		}
 		switch status := m.Header.Get("Status"); status {
 		case "":
 		case "404": // nothing matches from here on
-			return dst, false, nil
-		case "204": // end of batch
+			return dst, next, false, nil
+		case "204": // end of batch: it says where it stopped, even past messages we could not decode
+			if ls, err := strconv.ParseUint(m.Header.Get("Nats-Last-Sequence"), 10, 64); err == nil && ls >= next {
+				next = ls + 1
+			}
 			pending, _ := strconv.ParseUint(m.Header.Get("Nats-Num-Pending"), 10, 64)
-			return dst, more && pending > 0, nil
+			return dst, next, more && pending > 0 && next <= to, nil
 		default:
-			return nil, false, fmt.Errorf("direct get %s from %d: status %s %s", subject, from, status, m.Header.Get("Description"))
+			return nil, 0, false, fmt.Errorf("direct get %s from %d: status %s %s", subject, from, status, m.Header.Get("Description"))
 		}
 		seq, err := strconv.ParseUint(m.Header.Get("Nats-Sequence"), 10, 64)
 		if err != nil {
-			return nil, false, fmt.Errorf("direct get %s: bad sequence header: %w", subject, err)
+			// A header block nats.go cannot decode (only a raw publisher can
+			// write one): drop the event, as a bad Sse-Event is dropped.
+			rd.r.metrics.dropped.Add(1)
+			continue
+		}
+		if seq >= next {
+			next = seq + 1
 		}
 		if seq > to {
 			more = false // past the handover point: the queue has the rest
 			continue
 		}
-		ev := readEvent{storedEvent: storedEvent{seq: seq, event: m.Header.Get(HeaderEvent), data: m.Data}, connID: m.Header.Get(HeaderConnectionID)}
+		ev := readEvent{storedEvent: storedEvent{seq: seq, event: m.Header.Get(HeaderEvent), data: m.Data},
+			connID: m.Header.Get(HeaderConnectionID), connUser: m.Header.Get(HeaderConnectionUser)}
 		ev.bad = ev.event != "" && !sse.ValidEventName(ev.event)
 		dst = append(dst, ev)
 	}

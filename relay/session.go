@@ -112,6 +112,18 @@ func (s *session) writeFrames(frames []*frame) error {
 // expires or a write fails. lastID is the client's position (hasID false:
 // none) and c the cursor at registration.
 func (s *session) run(ctx context.Context, hasID bool, lastID, c uint64, expires time.Time) error {
+	err := s.stream(ctx, hasID, lastID, c, expires)
+	if errors.Is(err, errDraining) {
+		// Whatever it was doing: a last hint with jitter so that the clients
+		// of this instance do not all come back in the same millisecond.
+		if werr := s.write(sse.AppendRetry(nil, s.r.retryHint())); werr == nil {
+			_ = s.flush()
+		}
+	}
+	return err
+}
+
+func (s *session) stream(ctx context.Context, hasID bool, lastID, c uint64, expires time.Time) error {
 	s.lastSent = c
 	if hasID {
 		s.lastSent = lastID
@@ -132,10 +144,6 @@ func (s *session) run(ctx context.Context, hasID bool, lastID, c uint64, expires
 		case <-ctx.Done():
 			return errClientGone
 		case <-s.r.drainCh:
-			b := sse.AppendRetry(nil, s.r.retryHint())
-			if err := s.write(b); err == nil {
-				_ = s.flush()
-			}
 			return errDraining
 		case <-expiry:
 			b := sse.AppendMessage(nil, EventTokenExpired, []byte(`{"reason":"token expired"}`))
@@ -209,6 +217,11 @@ func (s *session) catchUp(ctx context.Context, c uint64) error {
 		s.lastSent = ev.seq
 		n++
 		if n%64 == 0 {
+			select {
+			case <-s.r.drainCh:
+				return errDraining // the client resumes from lastSent elsewhere
+			default:
+			}
 			return s.flush()
 		}
 		return nil
@@ -218,6 +231,9 @@ func (s *session) catchUp(ctx context.Context, c uint64) error {
 	s.r.metrics.delivered.Add(uint64(n))
 	if errors.Is(err, errHistoryGone) {
 		return s.reset(c, ResetHistoryGone)
+	}
+	if errors.Is(err, errDraining) {
+		return err
 	}
 	if err != nil {
 		return fmt.Errorf("replay (%d, %d]: %w", from, c, err)
@@ -250,5 +266,5 @@ func (s *session) filter() replayFilter {
 			subjects = append(subjects, pfx+k+"."+t, pfx+k+"."+t+".>")
 		}
 	}
-	return replayFilter{subjects: subjects, excludeConn: s.connID}
+	return replayFilter{subjects: subjects, excludeConn: s.connID, user: s.user}
 }

@@ -1,0 +1,360 @@
+package relay
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/sserelay/sserelay/relay/auth"
+)
+
+// epPost sends POST /v1/publish with body; tok "" sends no Authorization.
+// hdrs are extra name, value pairs.
+func (e *testEnv) epPost(t testing.TB, tok, body string, hdrs ...string) epResult {
+	t.Helper()
+	h := http.Header{"Content-Type": {"application/json"}}
+	if tok != "" {
+		h.Set("Authorization", "Bearer "+tok)
+	}
+	for i := 0; i+1 < len(hdrs); i += 2 {
+		h.Set(hdrs[i], hdrs[i+1])
+	}
+	return epDo(t, http.MethodPost, e.url+"/v1/publish", h, body)
+}
+
+// epSeq checks a successful publish and returns its sequence.
+func epSeq(t testing.TB, r epResult) uint64 {
+	t.Helper()
+	if r.Status != http.StatusOK || r.Header.Get("Content-Type") != "application/json" {
+		t.Fatalf("publish: %d %q %s", r.Status, r.Header.Get("Content-Type"), r.Body)
+	}
+	var v struct {
+		Seq uint64 `json:"seq"`
+	}
+	dec := json.NewDecoder(bytes.NewReader(r.Body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&v); err != nil || v.Seq == 0 {
+		t.Fatalf("publish body %s: %v", r.Body, err)
+	}
+	if got := strings.TrimSuffix(string(r.Body), "\n"); got != `{"seq":`+strconv.FormatUint(v.Seq, 10)+`}` {
+		t.Fatalf("publish body %q, want exactly {\"seq\":N}", got)
+	}
+	return v.Seq
+}
+
+// epStored reads a stored message back from the stream.
+func (e *testEnv) epStored(t testing.TB, seq uint64) *jetstream.RawStreamMsg {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s, err := e.js.Stream(ctx, "SSE")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := s.GetMsg(ctx, seq)
+	if err != nil {
+		t.Fatalf("get %d: %v", seq, err)
+	}
+	return m
+}
+
+func TestPublishReachesStream(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	pub := token(t, "backend", epPublishTo("demo"))
+	s := e.open("app_id=demo", bearer(token(t, "alice")))
+	s.Connected(t)
+	topic := e.open("app_id=demo&topic=orders", bearer(token(t, "alice")))
+	topic.Connected(t)
+
+	seq := epSeq(t, e.epPost(t, pub, `{"app_id":"demo","feed":"alice","event":"greet","data":"hello\nworld"}`))
+	epNext(t, s, seq, "greet", "hello\nworld")
+	m := e.epStored(t, seq)
+	if m.Subject != "sse.demo.alice" || string(m.Data) != "hello\nworld" || m.Header.Get(HeaderEvent) != "greet" ||
+		m.Header.Get(HeaderConnectionID) != "" || m.Header.Get(HeaderMsgID) != "" {
+		t.Fatalf("stored %s %q %v", m.Subject, m.Data, m.Header)
+	}
+	seq2 := epSeq(t, e.epPost(t, pub, `{"app_id":"demo","feed":"alice","topic":"orders.eu","data":"t"}`))
+	if seq2 != seq+1 {
+		t.Fatalf("second publish seq %d, want %d", seq2, seq+1)
+	}
+	epNext(t, s, seq2, "", "t")
+	epNext(t, topic, seq2, "", "t")
+	if m := e.epStored(t, seq2); m.Subject != "sse.demo.alice.orders.eu" || m.Header.Get(HeaderEvent) != "" {
+		t.Fatalf("stored %s %v", m.Subject, m.Header)
+	}
+	if got := e.epMetric("sserelay_published_total"); got != 2 {
+		t.Fatalf("sserelay_published_total %v, want 2", got)
+	}
+	// Content-Type with parameters is fine, and so is none at all.
+	r := epDo(t, http.MethodPost, e.url+"/v1/publish", http.Header{"Authorization": {"Bearer " + pub}, "Content-Type": {"application/json; charset=utf-8"}},
+		`{"app_id":"demo","feed":"alice","data":"ct"}`)
+	epNext(t, s, epSeq(t, r), "", "ct")
+	r = epDo(t, http.MethodPost, e.url+"/v1/publish", http.Header{"Authorization": {"Bearer " + pub}}, `{"app_id":"demo","feed":"alice","data":"no ct"}`)
+	epNext(t, s, epSeq(t, r), "", "no ct")
+}
+
+func TestPublishDataEncoding(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	pub := token(t, "backend", epPublishTo("demo"))
+	s := e.open("app_id=demo", bearer(token(t, "alice")))
+	s.Connected(t)
+	tests := []struct {
+		name, data, want string
+	}{
+		{"string verbatim", `"plain text"`, "plain text"},
+		{"string with escapes", `"caf\u00e9 \"q\" \\ \t tab"`, "café \"q\" \\ \t tab"},
+		{"string that looks like JSON", `"{\"a\": 1}"`, `{"a": 1}`},
+		{"empty string", `""`, ""},
+		{"object compacted", "{ \"a\" : 1,\n \"b\" : [ 1, 2 ], \"c\": {\"d\": \"x y\"} }", `{"a":1,"b":[1,2],"c":{"d":"x y"}}`},
+		{"array", `[ 1 , "two" ]`, `[1,"two"]`},
+		{"number", ` 42.50 `, `42.50`},
+		{"true", `true`, `true`},
+		{"null", `null`, `null`},
+		{"object key order kept", `{"z":1,"a":2}`, `{"z":1,"a":2}`},
+		{"html not escaped", `{"h":"<b>&</b>"}`, `{"h":"<b>&</b>"}`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			seq := epSeq(t, e.epPost(t, pub, `{"app_id":"demo","feed":"alice","data":`+tt.data+`}`))
+			if m := e.epStored(t, seq); string(m.Data) != tt.want {
+				t.Fatalf("stored data %q, want %q", m.Data, tt.want)
+			}
+			epNext(t, s, seq, "", tt.want)
+		})
+	}
+}
+
+func TestPublishDuplicateID(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	pub := token(t, "backend", epPublishTo("demo"))
+	s := e.open("app_id=demo", bearer(token(t, "alice")))
+	s.Connected(t)
+	body := `{"app_id":"demo","feed":"alice","data":"once","id":"order-17"}`
+	first := epSeq(t, e.epPost(t, pub, body))
+	if m := e.epStored(t, first); m.Header.Get(HeaderMsgID) != "order-17" {
+		t.Fatalf("stored header %v, want Nats-Msg-Id order-17", m.Header)
+	}
+	if again := epSeq(t, e.epPost(t, pub, body)); again != first {
+		t.Fatalf("duplicate id got seq %d, want the original %d", again, first)
+	}
+	// The id alone decides: another payload with the same id is still a duplicate.
+	if again := epSeq(t, e.epPost(t, pub, `{"app_id":"demo","feed":"alice","data":"changed","id":"order-17"}`)); again != first {
+		t.Fatalf("duplicate id with other data got seq %d, want %d", again, first)
+	}
+	other := epSeq(t, e.epPost(t, pub, `{"app_id":"demo","feed":"alice","data":"twice","id":"order-18"}`))
+	noID := epSeq(t, e.epPost(t, pub, `{"app_id":"demo","feed":"alice","data":"twice"}`))
+	noID2 := epSeq(t, e.epPost(t, pub, `{"app_id":"demo","feed":"alice","data":"twice"}`))
+	if other == first || noID == other || noID2 == noID {
+		t.Fatalf("distinct publishes share a seq: %d %d %d %d", first, other, noID, noID2)
+	}
+	s.ExpectIDs(t, first, other, noID, noID2)
+}
+
+func TestPublishConnectionIDHeader(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	pub := token(t, "alice", epPublishTo("demo"))
+	s1 := e.open("app_id=demo&connection_id=tab-one-0001", bearer(pub))
+	s1.Connected(t)
+	s2 := e.open("app_id=demo", bearer(pub))
+	s2.Connected(t)
+
+	// The header is used when the body has no connection_id.
+	seq := epSeq(t, e.epPost(t, pub, `{"app_id":"demo","feed":"alice","data":"from tab one"}`, "X-Connection-Id", "tab-one-0001"))
+	if m := e.epStored(t, seq); m.Header.Get(HeaderConnectionID) != "tab-one-0001" {
+		t.Fatalf("stored header %v, want X-Connection-Id tab-one-0001", m.Header)
+	}
+	// The body wins over the header.
+	seq2 := epSeq(t, e.epPost(t, pub, `{"app_id":"demo","feed":"alice","data":"body wins","connection_id":"tab-two-0002"}`, "X-Connection-Id", "tab-one-0001"))
+	if m := e.epStored(t, seq2); m.Header.Get(HeaderConnectionID) != "tab-two-0002" {
+		t.Fatalf("stored header %v, want X-Connection-Id tab-two-0002", m.Header)
+	}
+	s2.ExpectIDs(t, seq, seq2)
+	s1.ExpectIDs(t, seq2) // seq was its own
+	// A header that is not a valid connection id is refused like the field.
+	epWantError(t, e.epPost(t, pub, `{"app_id":"demo","feed":"alice","data":"x"}`, "X-Connection-Id", "short"),
+		http.StatusBadRequest, "connection_id must be 8 to 64 characters of [A-Za-z0-9_-]")
+}
+
+func TestPublishBadRequest(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	// The token may publish nowhere: validation comes before authorization.
+	tok := token(t, "backend")
+	tokMsg := func(kind, v string) string {
+		return "invalid subject token: " + kind + " " + strconv.Quote(v) + " must be 1 to 128 characters without '.', '*', '>', whitespace or control characters"
+	}
+	topicMsg := func(v string) string {
+		return "invalid subject token: topic " + strconv.Quote(v) + " must be tokens of 1 to 128 characters joined by '.', without '*', '>', whitespace or control characters"
+	}
+	const eventMsg = `event must be 1 to 128 characters without CR, LF, NUL or surrounding spaces, and must not start with "sserelay."`
+	const connMsg = "connection_id must be 8 to 64 characters of [A-Za-z0-9_-]"
+	const idMsg = "id must be 1 to 128 characters without whitespace or control characters"
+	// decodeMsg is what encoding/json says about a body that is not a
+	// publish object; its wording belongs to the standard library.
+	decodeMsg := func(body string) string {
+		dec := json.NewDecoder(strings.NewReader(body))
+		dec.DisallowUnknownFields()
+		var p PublishRequest
+		err := dec.Decode(&p)
+		if err == nil {
+			t.Fatalf("body %s decodes", body)
+		}
+		return "body must be one JSON object of the publish fields: " + err.Error()
+	}
+	js := func(s string) string { b, _ := json.Marshal(s); return string(b) }
+	body := func(fields string) string { return `{"app_id":"demo","feed":"alice","data":"x"` + fields + `}` }
+	tests := []struct {
+		name, body, want string
+	}{
+		{"empty body", ``, decodeMsg(``)},
+		{"truncated", `{"app_id":"demo"`, decodeMsg(`{"app_id":"demo"`)},
+		{"not JSON", `app_id=demo`, decodeMsg(`app_id=demo`)},
+		{"array", `[]`, decodeMsg(`[]`)},
+		{"string", `"x"`, decodeMsg(`"x"`)},
+		{"unknown field", body(`,"extra":1`), decodeMsg(body(`,"extra":1`))},
+		{"misspelled field", `{"appid":"demo","feed":"alice","data":"x"}`, decodeMsg(`{"appid":"demo","feed":"alice","data":"x"}`)},
+		{"wrong type", `{"app_id":7,"feed":"alice","data":"x"}`, decodeMsg(`{"app_id":7,"feed":"alice","data":"x"}`)},
+		{"two objects", body(``) + body(``), "body must be one JSON object"},
+		{"trailing garbage", body(``) + ` x`, "body must be one JSON object"},
+		{"no app_id", `{"feed":"alice","data":"x"}`, tokMsg("app_id", "")},
+		{"no feed", `{"app_id":"demo","data":"x"}`, tokMsg("feed", "")},
+		{"no data", `{"app_id":"demo","feed":"alice"}`, "data is required"},
+		{"event reserved", body(`,"event":"sserelay.x"`), eventMsg},
+		{"event reserved connected", body(`,"event":"sserelay.connected"`), eventMsg},
+		{"event LF", body(`,"event":"a\nb"`), eventMsg},
+		{"event CR", body(`,"event":"a\rb"`), eventMsg},
+		{"event NUL", body(`,"event":"a\u0000b"`), eventMsg},
+		{"event leading space", body(`,"event":" a"`), eventMsg},
+		{"event trailing space", body(`,"event":"a "`), eventMsg},
+		{"event too long", body(`,"event":"` + strings.Repeat("e", 129) + `"`), eventMsg},
+		{"connection_id short", body(`,"connection_id":"abc"`), connMsg},
+		{"connection_id long", body(`,"connection_id":"` + strings.Repeat("c", 65) + `"`), connMsg},
+		{"connection_id dot", body(`,"connection_id":"abcd.efgh"`), connMsg},
+		{"id space", body(`,"id":"a b"`), idMsg},
+		{"id control", body(`,"id":"a\u0001b"`), idMsg},
+		{"id too long", body(`,"id":"` + strings.Repeat("i", 129) + `"`), idMsg},
+		{"topic double dot", body(`,"topic":"a..b"`), topicMsg("a..b")},
+	}
+	for _, bad := range []string{"a.b", "a*", "*", ">", "a>", "a b", "a\tb", "a\x01b", "a\nb"} {
+		tests = append(tests,
+			struct{ name, body, want string }{"app_id " + strconv.Quote(bad), `{"app_id":` + js(bad) + `,"feed":"alice","data":"x"}`, tokMsg("app_id", bad)},
+			struct{ name, body, want string }{"feed " + strconv.Quote(bad), `{"app_id":"demo","feed":` + js(bad) + `,"data":"x"}`, tokMsg("feed", bad)},
+		)
+		if bad != "a.b" {
+			tests = append(tests, struct{ name, body, want string }{"topic " + strconv.Quote(bad), body(`,"topic":` + js(bad)), topicMsg(bad)})
+		}
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			epWantError(t, e.epPost(t, tok, tt.body), http.StatusBadRequest, tt.want)
+		})
+	}
+	epWantError(t, epDo(t, http.MethodPost, e.url+"/v1/publish", http.Header{"Authorization": {"Bearer " + tok}, "Content-Type": {"text/plain"}}, body(``)),
+		http.StatusUnsupportedMediaType, "content type must be application/json")
+	if got := e.epMetric("sserelay_published_total"); got != 0 {
+		t.Fatalf("sserelay_published_total %v after refusals", got)
+	}
+	if got := e.epMetric("sserelay_cursor"); got != 0 {
+		t.Fatalf("refused publishes reached the stream: cursor %v", got)
+	}
+}
+
+func TestPublishUnauthorized(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	tok := token(t, "backend", epPublishTo("*"))
+	body := `{"app_id":"demo","feed":"alice","data":"x"}`
+	const missing = "missing token: publishing needs Authorization: Bearer"
+	epWantError(t, e.epPost(t, "", body), http.StatusUnauthorized, missing)
+	// Not from a URL nor a cookie: a third-party page could publish as the user.
+	epWantError(t, epDo(t, http.MethodPost, e.url+"/v1/publish?access_token="+tok, http.Header{"Content-Type": {"application/json"}}, body),
+		http.StatusUnauthorized, missing)
+	epWantError(t, epDo(t, http.MethodPost, e.url+"/v1/publish", http.Header{"Content-Type": {"application/json"}, "Cookie": {"sserelay_token=" + tok}}, body),
+		http.StatusUnauthorized, missing)
+	epWantError(t, epDo(t, http.MethodPost, e.url+"/v1/publish", http.Header{"Content-Type": {"application/json"}, "Authorization": {"Basic " + tok}}, body),
+		http.StatusUnauthorized, missing)
+	epWantError(t, e.epPost(t, epUnsigned("backend"), body), http.StatusUnauthorized, "token algorithm not allowed")
+	epWantError(t, e.epPost(t, token(t, "backend", epPublishTo("*"), epExpires(time.Now().Add(-time.Minute))), body), http.StatusUnauthorized, "token expired")
+	other, err := auth.Sign([]byte("another-secret-0123456789abcdef"), auth.Claims{RegisteredClaims: jwt.RegisteredClaims{Subject: "backend"}, Publish: []string{"*"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	epWantError(t, e.epPost(t, other, body), http.StatusUnauthorized, "token signature invalid")
+	// Authentication comes before validation.
+	epWantError(t, e.epPost(t, "", `{`), http.StatusUnauthorized, missing)
+	if got := e.epMetric("sserelay_cursor"); got != 0 {
+		t.Fatalf("refused publishes reached the stream: cursor %v", got)
+	}
+	// The same token in the header works.
+	epSeq(t, e.epPost(t, tok, body))
+}
+
+func TestPublishForbidden(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	body := func(app string) string { return `{"app_id":"` + app + `","feed":"alice","data":"x"}` }
+	epWantError(t, e.epPost(t, token(t, "alice"), body("demo")), http.StatusForbidden, `token does not grant publishing to app "demo"`)
+	epWantError(t, e.epPost(t, token(t, "alice", epPublishTo()), body("demo")), http.StatusForbidden, `token does not grant publishing to app "demo"`)
+	epWantError(t, e.epPost(t, token(t, "alice", epPublishTo("other")), body("demo")), http.StatusForbidden, `token does not grant publishing to app "demo"`)
+	epWantError(t, e.epPost(t, token(t, "alice", epPublishTo("dem")), body("demo")), http.StatusForbidden, `token does not grant publishing to app "demo"`)
+	// The apps claim (for reading) does not grant publishing.
+	epWantError(t, e.epPost(t, token(t, "alice", epApps("demo")), body("demo")), http.StatusForbidden, `token does not grant publishing to app "demo"`)
+	if got := e.epMetric("sserelay_cursor"); got != 0 {
+		t.Fatalf("refused publishes reached the stream: cursor %v", got)
+	}
+	// A listed app, and "*" for every app.
+	epSeq(t, e.epPost(t, token(t, "alice", epPublishTo("other", "demo")), body("demo")))
+	star := token(t, "alice", epPublishTo("*"))
+	for _, app := range []string{"demo", "other", "x-y_z"} {
+		epSeq(t, e.epPost(t, star, body(app)))
+	}
+}
+
+func TestPublishTooLarge(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, withConfig(func(c *Config) { c.MaxPublishBytes = 200 }))
+	tok := token(t, "backend", epPublishTo("demo"))
+	mk := func(n int) string {
+		b := `{"app_id":"demo","feed":"alice","data":"` + strings.Repeat("x", n) + `"}`
+		return b
+	}
+	fits := mk(200 - len(mk(0)))
+	if len(fits) != 200 {
+		t.Fatalf("test body of %d bytes", len(fits))
+	}
+	epSeq(t, e.epPost(t, tok, fits))
+	epWantError(t, e.epPost(t, tok, mk(201-len(mk(0)))), http.StatusRequestEntityTooLarge, "body larger than 200 bytes")
+	epWantError(t, e.epPost(t, tok, mk(100000)), http.StatusRequestEntityTooLarge, "body larger than 200 bytes")
+	if got := e.epMetric("sserelay_published_total"); got != 1 {
+		t.Fatalf("sserelay_published_total %v, want 1", got)
+	}
+}
+
+func TestPublishNATSDown(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	tok := token(t, "backend", epPublishTo("demo"))
+	body := `{"app_id":"demo","feed":"alice","data":"x","id":"retry-me"}`
+	epSeq(t, e.epPost(t, tok, `{"app_id":"demo","feed":"alice","data":"before"}`))
+	e.ns.Shutdown() // the harness cleanup calls it again: that is safe
+	epEventually(t, "the relay to see NATS down", func() bool { return !e.nc.IsConnected() })
+	epWantError(t, e.epPost(t, tok, body), http.StatusServiceUnavailable, "event store unavailable, retry with the same id")
+	if got := e.epMetric("sserelay_publish_errors_total"); got != 1 {
+		t.Fatalf("sserelay_publish_errors_total %v, want 1", got)
+	}
+	epWantError(t, epDo(t, http.MethodGet, e.url+"/readyz", nil, ""), http.StatusServiceUnavailable, "not ready: NATS not connected")
+	// Bad input is still a 400, not a 503.
+	epWantError(t, e.epPost(t, tok, `{"app_id":"demo","feed":"alice"}`), http.StatusBadRequest, "data is required")
+}
