@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/sserelay/sserelay/relay/auth"
@@ -102,6 +103,15 @@ func (r *Relay) parseStreamRequest(req *http.Request) (*streamRequest, int, stri
 		}
 	}
 	return sr, 0, ""
+}
+
+// eventSourceData returns data as an EventSource delivers it: CRLF and CR
+// become LF, since the stream splits data lines on all three.
+func eventSourceData(b []byte) string {
+	if !bytes.ContainsRune(b, '\r') {
+		return string(b)
+	}
+	return strings.NewReplacer("\r\n", "\n", "\r", "\n").Replace(string(b))
 }
 
 // dedupe drops repeated values, keeping the first of each.
@@ -327,7 +337,7 @@ func (r *Relay) servePoll(w http.ResponseWriter, req *http.Request, sr *streamRe
 		last = sr.lastID
 		full := true
 		err := r.replay(req.Context(), s.filter(), sr.lastID, c, r.cfg.PollPage, func(ev storedEvent) error {
-			resp.Events = append(resp.Events, pollEvent{ID: strconv.FormatUint(ev.seq, 10), Event: ev.event, Data: string(ev.data)})
+			resp.Events = append(resp.Events, pollEvent{ID: strconv.FormatUint(ev.seq, 10), Event: ev.event, Data: eventSourceData(ev.data)})
 			last = ev.seq
 			return nil
 		})

@@ -23,6 +23,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
 )
 
 // Relay is an SSE relay for one JetStream stream. Create it with New, start
@@ -101,7 +102,10 @@ func (r *Relay) Start(ctx context.Context) error {
 		FilterSubjects: []string{r.cfg.SubjectPrefix + ".>"},
 		DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
 		OptStartSeq:    info.State.LastSeq + 1,
-		NamePrefix:     "sserelay",
+		// A name of its own: nats.go creates ordered consumers with
+		// create-or-update, so two relays sharing a prefix would share (and
+		// split) one consumer.
+		NamePrefix: "sserelay_" + nuid.Next(),
 	})
 	if err != nil {
 		return fmt.Errorf("relay: create consumer: %w", err)

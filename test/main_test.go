@@ -1,0 +1,117 @@
+// Package e2e_test runs the built sserelay binary as a separate process
+// against real NATS servers and real clients (curl, the nats CLI, headless
+// Chromium, and raw Go HTTP clients for exact bytes).
+//
+// Run: cd /work/main && PATH=/tmp/peers:$PATH go test -race -count=1 ./test/
+//
+// External tools: curl, nats (natscli; env SSERELAY_NATS_CLI or PATH) and
+// chromium (env SSERELAY_CHROMIUM or /usr/bin/chromium or PATH). A test
+// that needs a missing tool is skipped, or fails when env CI is set.
+package e2e_test
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"testing"
+)
+
+const module = "github.com/sserelay/sserelay"
+
+var (
+	binDir   string // temp dir with the binaries built for this run
+	relayBin string // the sserelay binary
+
+	natsServerOnce sync.Once
+	natsServerBin  string
+	natsServerErr  error
+)
+
+func TestMain(m *testing.M) {
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	dir, err := os.MkdirTemp("", "sserelay-e2e-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "e2e:", err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	binDir = dir
+	relayBin = filepath.Join(dir, "sserelay")
+	// The relay is built with the race detector when the tests are: a data
+	// race in the relay process then shows up on its stderr, which every
+	// test checks.
+	args := []string{"build", "-o", relayBin}
+	if raceEnabled {
+		args = append(args, "-race")
+	}
+	args = append(args, module+"/cli/sserelay")
+	if out, err := exec.Command("go", args...).CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "e2e: go %v: %v\n%s", args, err, out)
+		return 1
+	}
+	return m.Run()
+}
+
+// natsServer builds nats-server from the module's own dependency (same
+// version as the embedded one) once per run and returns its path.
+func natsServer(t *testing.T) string {
+	t.Helper()
+	natsServerOnce.Do(func() {
+		bin := filepath.Join(binDir, "nats-server")
+		out, err := exec.Command("go", "build", "-o", bin, "github.com/nats-io/nats-server/v2").CombinedOutput()
+		if err != nil {
+			natsServerErr = fmt.Errorf("go build nats-server: %v\n%s", err, out)
+			return
+		}
+		natsServerBin = bin
+	})
+	if natsServerErr != nil {
+		t.Fatal(natsServerErr)
+	}
+	return natsServerBin
+}
+
+// tool finds an external program: the environment variable env (if set),
+// then the candidates (absolute paths or names on PATH). A missing tool
+// skips the test, or fails it when CI is set.
+func tool(t *testing.T, env string, candidates ...string) string {
+	t.Helper()
+	if env != "" {
+		if p := os.Getenv(env); p != "" {
+			if _, err := os.Stat(p); err == nil {
+				return p
+			}
+			missing(t, fmt.Sprintf("$%s=%s does not exist", env, p))
+		}
+	}
+	for _, c := range candidates {
+		if filepath.IsAbs(c) {
+			if _, err := os.Stat(c); err == nil {
+				return c
+			}
+			continue
+		}
+		if p, err := exec.LookPath(c); err == nil {
+			return p
+		}
+	}
+	hint := fmt.Sprintf("%v", candidates)
+	if env != "" {
+		hint += " (or set $" + env + ")"
+	}
+	missing(t, "tool not found: "+hint)
+	return ""
+}
+
+func missing(t *testing.T, msg string) {
+	t.Helper()
+	if os.Getenv("CI") != "" {
+		t.Fatal(msg)
+	}
+	t.Skip(msg + "; skipping (set CI=1 to make this a failure)")
+}
