@@ -50,6 +50,11 @@ type Config struct {
 	// during a resume; with the number of subjects of the session it bounds
 	// the memory of a resume (default 256).
 	ReplayBatch int
+	// RingEvents and RingBytes bound the recent events kept in memory to
+	// serve resumes without reading the store (default 65536 events,
+	// 64 MiB; RingEvents -1 turns it off).
+	RingEvents int
+	RingBytes  int
 	// MaxReplays bounds resumes that read the store at once, so that a
 	// reconnect storm cannot starve live delivery (default 32). Sessions wait
 	// for a slot; live events queue for them meanwhile.
@@ -101,6 +106,8 @@ func (c *Config) setDefaults() error {
 	setDefault(&c.QueueBytes, 4<<20)
 	setDefault(&c.ReplayBatch, 256)
 	setDefault(&c.MaxReplays, 32)
+	setDefault(&c.RingEvents, 65536)
+	setDefault(&c.RingBytes, 64<<20)
 	setDefault(&c.MaxFeeds, 16)
 	setDefault(&c.MaxTopics, 16)
 	setDefault(&c.PollPage, 500)

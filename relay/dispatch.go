@@ -84,6 +84,9 @@ func (r *Relay) deliver(seq uint64, subj, event, connID, connUser string, data [
 	}
 	r.cursor = seq
 	r.metrics.dispatched.Add(1)
+	if r.ring != nil {
+		r.ring.push(ringEntry{seq: seq, key: key, topic: topic, event: event, connID: connID, connUser: connUser, data: data, bad: !ok})
+	}
 	if !ok {
 		return
 	}

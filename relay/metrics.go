@@ -9,18 +9,19 @@ import (
 // metrics are the relay's counters, exposed in the Prometheus text format.
 // A handful of atomics needs no client library.
 type metrics struct {
-	delivered  atomic.Uint64 // events written to clients (live and replayed)
-	dispatched atomic.Uint64 // events read from the stream by the dispatcher
-	dropped    atomic.Uint64 // events that cannot be written safely
-	replays    atomic.Uint64
-	replayed   atomic.Uint64
-	overflows  atomic.Uint64
-	rejected   atomic.Uint64 // streams refused with 4xx
-	shed       atomic.Uint64 // streams sent away by --max-streams
-	resetGone  atomic.Uint64
-	resetUnkn  atomic.Uint64
-	published  atomic.Uint64
-	pubErrors  atomic.Uint64
+	delivered    atomic.Uint64 // events written to clients (live and replayed)
+	dispatched   atomic.Uint64 // events read from the stream by the dispatcher
+	dropped      atomic.Uint64 // events that cannot be written safely
+	replays      atomic.Uint64
+	replayed     atomic.Uint64
+	storeReplays atomic.Uint64 // resumes that had to read the store
+	overflows    atomic.Uint64
+	rejected     atomic.Uint64 // streams refused with 4xx
+	shed         atomic.Uint64 // streams sent away by --max-streams
+	resetGone    atomic.Uint64
+	resetUnkn    atomic.Uint64
+	published    atomic.Uint64
+	pubErrors    atomic.Uint64
 }
 
 func newMetrics() *metrics { return &metrics{} }
@@ -53,6 +54,7 @@ func (r *Relay) serveMetrics(w http.ResponseWriter, _ *http.Request) {
 	counter("sserelay_events_dispatched_total", "Events read from the stream.", m.dispatched.Load())
 	counter("sserelay_events_dropped_total", "Events dropped because their subject or Sse-Event header cannot be written safely.", m.dropped.Load())
 	counter("sserelay_replays_total", "Resumes that read the store.", m.replays.Load())
+	counter("sserelay_store_replays_total", "Resumes that read the store because the in-memory ring did not hold their position.", m.storeReplays.Load())
 	counter("sserelay_events_replayed_total", "Events read from the store for resumes.", m.replayed.Load())
 	counter("sserelay_queue_overflows_total", "Slow clients whose queue overflowed and who caught up from the store.", m.overflows.Load())
 	counter("sserelay_streams_rejected_total", "Stream requests refused with a 4xx status.", m.rejected.Load())

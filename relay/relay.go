@@ -38,6 +38,7 @@ type Relay struct {
 	mu     sync.Mutex // the registry lock: cursor, feeds
 	cursor uint64     // last stream sequence dispatched
 	feeds  map[string]map[*session]struct{}
+	ring   *ring // recent events for fast resumes; nil when off
 
 	replaySlots chan struct{}
 	open        atomic.Int64 // open SSE streams
@@ -75,6 +76,7 @@ func New(cfg Config) (*Relay, error) {
 		apiPfx:      apiPfx,
 		metrics:     newMetrics(),
 		feeds:       make(map[string]map[*session]struct{}),
+		ring:        newRing(cfg.RingEvents, cfg.RingBytes),
 		replaySlots: make(chan struct{}, cfg.MaxReplays),
 		drainCh:     make(chan struct{}),
 	}, nil

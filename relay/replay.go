@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 
 	"github.com/nats-io/nats.go"
@@ -25,8 +26,14 @@ type storedEvent struct {
 // replayFilter selects the events of one session from the store.
 type replayFilter struct {
 	subjects    []string // each a literal subject or ending in ".>"
-	excludeConn string   // skip events published by this connection
-	user        string   // ... when published by this user or without X-Connection-User
+	keys        []string // the same filter as registry keys and topics
+	topics      []string
+	excludeConn string // skip events published by this connection
+	user        string // ... when published by this user or without X-Connection-User
+}
+
+func (f *replayFilter) matches(key, topic string) bool {
+	return slices.Contains(f.keys, key) && topicMatches(f.topics, topic)
 }
 
 // replay calls emit for every event of f in (from, to], in sequence order,
@@ -39,6 +46,19 @@ func (r *Relay) replay(ctx context.Context, f replayFilter, from, to uint64, lim
 	if from >= to {
 		return nil
 	}
+	n := 0
+	// Recent events come from memory; the store serves what the ring no
+	// longer holds (or what it lost to eviction while we read).
+	pos, err := r.replayRing(f, from+1, to, limit, &n, emit)
+	if err != nil || pos > to {
+		return err
+	}
+	r.metrics.storeReplays.Add(1)
+	return r.replayStore(ctx, f, pos-1, to, limit, n, emit)
+}
+
+// replayStore is replay from the store, after n events were emitted.
+func (r *Relay) replayStore(ctx context.Context, f replayFilter, from, to uint64, limit, n int, emit func(storedEvent) error) error {
 	inbox := r.cfg.Conn.NewRespInbox()
 	sub, err := r.cfg.Conn.SubscribeSync(inbox)
 	if err != nil {
@@ -58,7 +78,6 @@ func (r *Relay) replay(ctx context.Context, f replayFilter, from, to uint64, lim
 	for i, s := range f.subjects {
 		cursors[i] = &subjectCursor{subject: s, next: from + 1, to: to}
 	}
-	n := 0
 	var last uint64 // overlapping filters (topic a and a.b) read some events twice
 	for {
 		var best *subjectCursor

@@ -266,5 +266,5 @@ func (s *session) filter() replayFilter {
 			subjects = append(subjects, pfx+k+"."+t, pfx+k+"."+t+".>")
 		}
 	}
-	return replayFilter{subjects: subjects, excludeConn: s.connID, user: s.user}
+	return replayFilter{subjects: subjects, keys: s.keys, topics: s.topics, excludeConn: s.connID, user: s.user}
 }
