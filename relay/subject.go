@@ -4,44 +4,22 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"unicode"
-	"unicode/utf8"
+
+	"github.com/sserelay/sserelay/relay/subject"
 )
 
 // MaxTokenLen bounds one subject token (app, feed or topic part).
-const MaxTokenLen = 128
+const MaxTokenLen = subject.MaxTokenLen
 
 // ErrBadToken is wrapped by every subject validation error.
 var ErrBadToken = errors.New("invalid subject token")
 
-// ValidToken reports whether s can be used as one NATS subject token: it is
-// non-empty, at most MaxTokenLen bytes of valid UTF-8 and has no '.', '*',
-// '>', whitespace or control characters. Anything else could widen a
-// subscription into a wildcard or split into several tokens.
-func ValidToken(s string) bool {
-	if s == "" || len(s) > MaxTokenLen || !utf8.ValidString(s) {
-		return false
-	}
-	for _, c := range s {
-		if c == '.' || c == '*' || c == '>' || unicode.IsSpace(c) || unicode.IsControl(c) || c == utf8.RuneError {
-			return false
-		}
-	}
-	return true
-}
+// ValidToken reports whether s can be used as one NATS subject token; see
+// [subject.ValidToken].
+func ValidToken(s string) bool { return subject.ValidToken(s) }
 
 // ValidTopic reports whether s is one or more valid tokens joined by '.'.
-func ValidTopic(s string) bool {
-	if s == "" || len(s) > 4*MaxTokenLen {
-		return false
-	}
-	for tok := range strings.SplitSeq(s, ".") {
-		if !ValidToken(tok) {
-			return false
-		}
-	}
-	return true
-}
+func ValidTopic(s string) bool { return subject.ValidTopic(s) }
 
 func checkToken(kind, s string) error {
 	if !ValidToken(s) {

@@ -3,10 +3,10 @@ package auth
 import (
 	"encoding/json"
 	"slices"
-	"unicode"
-	"unicode/utf8"
 
 	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/sserelay/sserelay/relay/subject"
 )
 
 // maxFeedLen bounds a token's sub, which becomes a NATS subject token: a long one would only
@@ -101,20 +101,9 @@ func (l *stringList) UnmarshalJSON(data []byte) error {
 	return json.Unmarshal(data, (*[]string)(l))
 }
 
-// validToken reports whether s can stand as one NATS subject token without changing the
-// subject's meaning: not empty, valid UTF-8, and free of '.', the wildcards '*' and '>',
-// whitespace and control characters.
-func validToken(s string) bool {
-	if s == "" || !utf8.ValidString(s) {
-		return false
-	}
-	for _, r := range s {
-		if r == '.' || r == '*' || r == '>' || unicode.IsSpace(r) || unicode.IsControl(r) {
-			return false
-		}
-	}
-	return true
-}
+// validToken reports whether s can stand as one NATS subject token without
+// changing the subject's meaning.
+func validToken(s string) bool { return subject.ValidToken(s) }
 
 // validFeed reports whether s is acceptable as a feed name, which a sub always is.
 func validFeed(s string) bool {
