@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"time"
 
 	"github.com/nats-io/nats.go"
 
@@ -46,6 +47,19 @@ func (r *Relay) replay(ctx context.Context, f replayFilter, from, to uint64, lim
 	if from >= to {
 		return nil
 	}
+	rd, err := r.newStoreReader()
+	if err != nil {
+		return err
+	}
+	defer rd.close()
+	// Retention trims from the front only, so from+1 existing means nothing
+	// after it is missing. Checked even when the ring holds from+1: what
+	// retention or a purge removed is gone for every instance alike.
+	if ok, err := rd.exists(ctx, from+1); err != nil {
+		return err
+	} else if !ok {
+		return errHistoryGone
+	}
 	n := 0
 	// Recent events come from memory; the store serves what the ring no
 	// longer holds (or what it lost to eviction while we read).
@@ -54,26 +68,12 @@ func (r *Relay) replay(ctx context.Context, f replayFilter, from, to uint64, lim
 		return err
 	}
 	r.metrics.storeReplays.Add(1)
-	return r.replayStore(ctx, f, pos-1, to, limit, n, emit)
+	return r.replayStore(ctx, rd, f, from, pos-1, to, limit, n, emit)
 }
 
-// replayStore is replay from the store, after n events were emitted.
-func (r *Relay) replayStore(ctx context.Context, f replayFilter, from, to uint64, limit, n int, emit func(storedEvent) error) error {
-	inbox := r.cfg.Conn.NewRespInbox()
-	sub, err := r.cfg.Conn.SubscribeSync(inbox)
-	if err != nil {
-		return fmt.Errorf("subscribe: %w", err)
-	}
-	defer sub.Unsubscribe()
-	rd := &storeReader{r: r, sub: sub, inbox: inbox}
-
-	// Retention trims from the front only, so from+1 existing means nothing
-	// after it is missing.
-	if ok, err := rd.exists(ctx, from+1); err != nil {
-		return err
-	} else if !ok {
-		return errHistoryGone
-	}
+// replayStore reads (pos, to] from the store, after n events of the replay
+// from first were emitted.
+func (r *Relay) replayStore(ctx context.Context, rd *storeReader, f replayFilter, first, from, to uint64, limit, n int, emit func(storedEvent) error) error {
 	cursors := make([]*subjectCursor, len(f.subjects))
 	for i, s := range f.subjects {
 		cursors[i] = &subjectCursor{subject: s, next: from + 1, to: to}
@@ -108,7 +108,7 @@ func (r *Relay) replayStore(ctx context.Context, f replayFilter, from, to uint64
 		}
 	}
 	// A trim that overtook the read would have hidden events from it.
-	if ok, err := rd.exists(ctx, from+1); err != nil {
+	if ok, err := rd.exists(ctx, first+1); err != nil {
 		return err
 	} else if !ok {
 		return errHistoryGone
@@ -167,7 +167,33 @@ func (c *subjectCursor) fill(ctx context.Context, rd *storeReader) error {
 type storeReader struct {
 	r     *Relay
 	sub   *nats.Subscription
+	ch    chan *nats.Msg
 	inbox string
+	timer *time.Timer
+}
+
+// newStoreReader subscribes to a fresh inbox. A plain inbox, not one under
+// the connection's response wildcard, which would receive every reply a
+// second time. The channel holds one whole batch (one request is in flight
+// at a time), where a synchronous subscription would allocate 64k slots.
+func (r *Relay) newStoreReader() (*storeReader, error) {
+	rd := &storeReader{r: r, inbox: r.cfg.Conn.NewInbox(), ch: make(chan *nats.Msg, r.cfg.ReplayBatch+8)}
+	sub, err := r.cfg.Conn.ChanSubscribe(rd.inbox, rd.ch)
+	if err != nil {
+		return nil, fmt.Errorf("subscribe: %w", err)
+	}
+	// nats.go drops what does not fit in the channel: it fits, because a
+	// batch is read to its end before the next request is sent, and a
+	// request never asks for more than ReplayBatch messages.
+	rd.sub = sub
+	return rd, nil
+}
+
+func (rd *storeReader) close() {
+	_ = rd.sub.Unsubscribe()
+	if rd.timer != nil {
+		rd.timer.Stop()
+	}
 }
 
 type directGetRequest struct {
@@ -186,13 +212,19 @@ func (rd *storeReader) request(ctx context.Context, req directGetRequest) error 
 }
 
 func (rd *storeReader) next(ctx context.Context) (*nats.Msg, error) {
-	ctx, cancel := context.WithTimeout(ctx, rd.r.cfg.RequestTimeout)
-	defer cancel()
-	m, err := rd.sub.NextMsgWithContext(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("direct get reply: %w", err)
+	if rd.timer == nil {
+		rd.timer = time.NewTimer(rd.r.cfg.RequestTimeout)
+	} else {
+		rd.timer.Reset(rd.r.cfg.RequestTimeout)
 	}
-	return m, nil
+	select {
+	case m := <-rd.ch:
+		return m, nil
+	case <-ctx.Done():
+		return nil, fmt.Errorf("direct get reply: %w", ctx.Err())
+	case <-rd.timer.C:
+		return nil, fmt.Errorf("direct get reply: %w", nats.ErrTimeout)
+	}
 }
 
 // exists reports whether the stream still holds sequence seq.
