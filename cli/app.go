@@ -5,7 +5,6 @@ package cli
 import (
 	"fmt"
 	"runtime/debug"
-	"strings"
 
 	"github.com/urfave/cli/v2"
 )
@@ -23,11 +22,6 @@ func version() string {
 	return "dev"
 }
 
-// env returns the environment variable of a flag: SSERELAY_<FLAG>.
-func env(flag string) []string {
-	return []string{"SSERELAY_" + strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))}
-}
-
 // NewApp returns the sserelay command line application.
 func NewApp() *cli.App {
 	return &cli.App{
@@ -39,6 +33,7 @@ func NewApp() *cli.App {
 			serveCommand(),
 			tokenCommand(),
 			publishCommand(),
+			benchCommand(),
 			{
 				Name:  "version",
 				Usage: "print the version",

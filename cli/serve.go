@@ -22,65 +22,51 @@ import (
 )
 
 func serveFlags() []cli.Flag {
-	str := func(name, value, usage string) cli.Flag {
-		return &cli.StringFlag{Name: name, EnvVars: env(name), Value: value, Usage: usage}
-	}
-	dur := func(name string, value time.Duration, usage string) cli.Flag {
-		return &cli.DurationFlag{Name: name, EnvVars: env(name), Value: value, Usage: usage}
-	}
-	num := func(name string, value int, usage string) cli.Flag {
-		return &cli.IntFlag{Name: name, EnvVars: env(name), Value: value, Usage: usage}
-	}
-	num64 := func(name string, value int64, usage string) cli.Flag {
-		return &cli.Int64Flag{Name: name, EnvVars: env(name), Value: value, Usage: usage}
-	}
-	boolean := func(name, usage string) cli.Flag {
-		return &cli.BoolFlag{Name: name, EnvVars: env(name), Usage: usage}
-	}
 	return []cli.Flag{
-		str("listen", "127.0.0.1:8080", "HTTP listen address"),
-		str("nats-url", "", "external NATS server URL(s), comma-separated; empty runs an embedded server"),
-		str("nats-creds", "", "NATS credentials file for --nats-url"),
-		str("data-dir", "./sserelay-data", "embedded JetStream store directory"),
-		str("nats-listen", "127.0.0.1:4222", "embedded server's client address for outside publishers, or off"),
-		str("server-name", "", "embedded server name (default: host name)"),
-		str("js-domain", "", "JetStream domain (leaf-node setups)"),
-		dur("drain-timeout", 5*time.Second, "on SIGTERM, time for open streams to close before the process stops"),
-		str("jwt-secret", "", "HS256 secret for tokens"),
-		str("jwt-public-key", "", "PEM public key file for RS256, ES256 or EdDSA tokens"),
-		str("jwks-url", "", "JWKS URL for RS256, ES256 or EdDSA tokens"),
-		str("jwt-issuer", "", "required iss claim"),
-		str("jwt-audience", "", "required aud claim"),
-		boolean("jwt-require-exp", "refuse tokens without exp"),
-		str("subject-prefix", "sse", "first subject token"),
-		str("stream", "SSE", "JetStream stream name"),
-		num("stream-replicas", 1, "stream replicas (3 on a NATS cluster)"),
+		strFlag("listen", "127.0.0.1:8080", "HTTP listen address"),
+		strFlag("nats-url", "", "external NATS server URL(s), comma-separated; empty runs an embedded server"),
+		strFlag("nats-creds", "", "NATS credentials file for --nats-url"),
+		strFlag("data-dir", "./sserelay-data", "embedded JetStream store directory"),
+		strFlag("nats-listen", "127.0.0.1:4222", "embedded server's client address for outside publishers, or off"),
+		strFlag("server-name", "", "embedded server name (default: host name)"),
+		strFlag("js-domain", "", "JetStream domain (leaf-node setups)"),
+		durFlag("drain-timeout", 5*time.Second, "on SIGTERM, time for open streams to close before the process stops"),
+		strFlag("jwt-secret", "", "HS256 secret for tokens"),
+		strFlag("jwt-public-key", "", "PEM public key file for RS256, ES256 or EdDSA tokens"),
+		strFlag("jwks-url", "", "JWKS URL for RS256, ES256 or EdDSA tokens"),
+		strFlag("jwt-issuer", "", "required iss claim"),
+		strFlag("jwt-audience", "", "required aud claim"),
+		boolFlag("jwt-require-exp", "refuse tokens without exp"),
+		strFlag("subject-prefix", "sse", "first subject token"),
+		strFlag("stream", "SSE", "JetStream stream name"),
+		intFlag("stream-replicas", 1, "stream replicas (3 on a NATS cluster)"),
 		&cli.BoolFlag{Name: "epoch-ids", EnvVars: env("epoch-ids"), Value: true, Usage: "start a newly created stream's sequence at the current time in microseconds, so that ids from a lost store are never taken for ids of the new one"},
-		dur("retention-max-age", 24*time.Hour, "keep events this long: the resume window"),
-		num64("retention-max-bytes", 1<<30, "keep at most this many bytes of events (-1: no limit)"),
-		num64("retention-max-msgs", -1, "keep at most this many events (-1: no limit)"),
-		dur("duplicate-window", 2*time.Minute, "Nats-Msg-Id de-duplication window"),
-		str("log-format", "text", "text (colored on a terminal) or json"),
-		str("log-level", "info", "debug, info, warn or error"),
-		dur("keepalive", 15*time.Second, "comment line interval on idle streams"),
-		dur("retry", 2*time.Second, "reconnection delay hinted to clients"),
-		dur("write-timeout", 10*time.Second, "deadline of each write to a client; slower clients are closed"),
-		num("queue-events", 4096, "events queued per stream before the client catches up from the store"),
-		num("queue-bytes", 4<<20, "bytes queued per stream before the client catches up from the store"),
-		num("replay-batch", 256, "events read from the store per request during a resume"),
-		num("max-replays", 32, "resumes reading the store at once"),
-		num("ring-events", 65536, "recent events kept in memory to serve resumes without reading the store (-1: off)"),
-		num("ring-bytes", 64<<20, "memory bound of those recent events"),
-		num("max-streams", 0, "open streams before new ones are asked to retry later (0: no limit)"),
-		num("max-feeds", 16, "feeds per stream"),
-		num("max-topics", 16, "topics per stream"),
-		num("poll-page", 500, "events per poll=1 response"),
-		num64("max-publish-bytes", 64<<10, "POST /v1/publish body limit"),
-		dur("publish-timeout", 5*time.Second, "wait for JetStream's acknowledgement of a publish"),
-		dur("read-header-timeout", 10*time.Second, "HTTP request header timeout"),
-		num("max-header-bytes", 16<<10, "HTTP request header limit"),
-		str("cors-origins", "", "comma-separated origins allowed by CORS, or *"),
-		boolean("no-demo", "do not serve the demo page at /"),
+		durFlag("retention-max-age", 24*time.Hour, "keep events this long: the resume window"),
+		int64Flag("retention-max-bytes", 1<<30, "keep at most this many bytes of events (-1: no limit)"),
+		int64Flag("retention-max-msgs", -1, "keep at most this many events (-1: no limit)"),
+		durFlag("duplicate-window", 2*time.Minute, "Nats-Msg-Id de-duplication window"),
+		strFlag("log-format", "text", "text (colored on a terminal) or json"),
+		strFlag("log-level", "info", "debug, info, warn or error"),
+		durFlag("keepalive", 15*time.Second, "comment line interval on idle streams"),
+		durFlag("retry", 2*time.Second, "reconnection delay hinted to clients"),
+		durFlag("write-timeout", 10*time.Second, "deadline of each write to a client; slower clients are closed"),
+		intFlag("queue-events", 4096, "events queued per stream before the client catches up from the store"),
+		intFlag("queue-bytes", 4<<20, "bytes queued per stream before the client catches up from the store"),
+		intFlag("replay-batch", 1024, "events read from the store per request during a resume"),
+		intFlag("replay-bytes", 1<<20, "bytes read from the store per request during a resume"),
+		intFlag("max-replays", 32, "resumes reading the store at once"),
+		intFlag("ring-events", 65536, "recent events kept in memory to serve resumes without reading the store (-1: off)"),
+		intFlag("ring-bytes", 64<<20, "memory bound of those recent events"),
+		intFlag("max-streams", 0, "open streams before new ones are asked to retry later (0: no limit)"),
+		intFlag("max-feeds", 16, "feeds per stream"),
+		intFlag("max-topics", 16, "topics per stream"),
+		intFlag("poll-page", 500, "events per poll=1 response"),
+		int64Flag("max-publish-bytes", 64<<10, "POST /v1/publish body limit"),
+		durFlag("publish-timeout", 5*time.Second, "wait for JetStream's acknowledgement of a publish"),
+		durFlag("read-header-timeout", 10*time.Second, "HTTP request header timeout"),
+		intFlag("max-header-bytes", 16<<10, "HTTP request header limit"),
+		strFlag("cors-origins", "", "comma-separated origins allowed by CORS, or *"),
+		boolFlag("no-demo", "do not serve the demo page at /"),
 	}
 }
 
@@ -189,7 +175,7 @@ func serve(c *cli.Context) error {
 		JetStreamDomain: c.String("js-domain"), Logger: log,
 		Keepalive: c.Duration("keepalive"), Retry: c.Duration("retry"), WriteTimeout: c.Duration("write-timeout"),
 		QueueEvents: c.Int("queue-events"), QueueBytes: c.Int("queue-bytes"),
-		ReplayBatch: c.Int("replay-batch"), MaxReplays: c.Int("max-replays"), MaxStreams: c.Int("max-streams"),
+		ReplayBatch: c.Int("replay-batch"), ReplayBytes: c.Int("replay-bytes"), MaxReplays: c.Int("max-replays"), MaxStreams: c.Int("max-streams"),
 		RingEvents: c.Int("ring-events"), RingBytes: c.Int("ring-bytes"),
 		MaxFeeds: c.Int("max-feeds"), MaxTopics: c.Int("max-topics"), PollPage: c.Int("poll-page"),
 		MaxPublishBytes: c.Int64("max-publish-bytes"), PublishTimeout: c.Duration("publish-timeout"),

@@ -46,10 +46,13 @@ type Config struct {
 	// client catches up from the store: no loss, bounded memory.
 	QueueEvents int
 	QueueBytes  int
-	// ReplayBatch is the number of events read from the store per request
-	// during a resume; with the number of subjects of the session it bounds
-	// the memory of a resume (default 256).
+	// ReplayBatch and ReplayBytes bound the events read from the store per
+	// request during a resume; with the number of subjects of the session
+	// they bound the memory of a resume (default 1024 events, 1 MiB). Larger
+	// batches are faster: the server counts the pending messages once per
+	// batch (1024 replays 100k events about twice as fast as 256).
 	ReplayBatch int
+	ReplayBytes int
 	// RingEvents and RingBytes bound the recent events kept in memory to
 	// serve resumes without reading the store (default 65536 events,
 	// 64 MiB; RingEvents -1 turns it off).
@@ -104,7 +107,8 @@ func (c *Config) setDefaults() error {
 	setDefault(&c.WriteTimeout, 10*time.Second)
 	setDefault(&c.QueueEvents, 4096)
 	setDefault(&c.QueueBytes, 4<<20)
-	setDefault(&c.ReplayBatch, 256)
+	setDefault(&c.ReplayBatch, 1024)
+	setDefault(&c.ReplayBytes, 1<<20)
 	setDefault(&c.MaxReplays, 32)
 	setDefault(&c.RingEvents, 65536)
 	setDefault(&c.RingBytes, 64<<20)

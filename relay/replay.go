@@ -200,6 +200,7 @@ type directGetRequest struct {
 	Seq        uint64 `json:"seq"`
 	NextBySubj string `json:"next_by_subj,omitempty"`
 	Batch      int    `json:"batch,omitempty"`
+	MaxBytes   int    `json:"max_bytes,omitempty"`
 }
 
 func (rd *storeReader) request(ctx context.Context, req directGetRequest) error {
@@ -254,7 +255,7 @@ func (rd *storeReader) batch(ctx context.Context, subject string, from, to uint6
 	if span := to - from + 1; span < uint64(size) {
 		size = int(span)
 	}
-	if err := rd.request(ctx, directGetRequest{Seq: from, NextBySubj: subject, Batch: size}); err != nil {
+	if err := rd.request(ctx, directGetRequest{Seq: from, NextBySubj: subject, Batch: size, MaxBytes: rd.r.cfg.ReplayBytes}); err != nil {
 		return nil, 0, false, err
 	}
 	next, more = from, true

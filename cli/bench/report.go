@@ -1,0 +1,297 @@
+package bench
+
+import (
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+)
+
+// Report is the outcome of a run. OK is false, with the reasons in Failures,
+// when an event was lost, duplicated, reordered or unexpected, a stream
+// failed or dropped, or a resume did not complete.
+type Report struct {
+	RunID    string          `json:"run_id"`
+	Config   ReportConfig    `json:"config"`
+	Machine  Machine         `json:"machine"`
+	Connect  *ConnectReport  `json:"connect,omitempty"`
+	Publish  *PublishReport  `json:"publish,omitempty"`
+	Delivery *DeliveryReport `json:"delivery,omitempty"`
+	Relay    RelayReport     `json:"relay"`
+	Resume   *ResumeReport   `json:"resume,omitempty"`
+	Storm    *StormReport    `json:"storm,omitempty"`
+	Failures []string        `json:"failures"`
+	OK       bool            `json:"ok"`
+}
+
+// ReportConfig echoes the scenario.
+type ReportConfig struct {
+	URL          string  `json:"url"`
+	NATSURL      string  `json:"nats_url,omitempty"`
+	Mode         string  `json:"mode"`
+	Feed         string  `json:"feed,omitempty"`
+	Streams      int     `json:"streams"`
+	ConnectRate  float64 `json:"connect_rate"`
+	Rate         float64 `json:"rate"`
+	Duration     string  `json:"duration"`
+	Events       int     `json:"events,omitempty"`
+	Publisher    string  `json:"publisher"`
+	Publishers   int     `json:"publishers,omitempty"`
+	MaxInflight  int     `json:"max_inflight,omitempty"`
+	PayloadBytes int     `json:"payload_bytes"`
+	ResumeMissed int     `json:"resume_missed,omitempty"`
+	ResumeStorm  int     `json:"resume_storm,omitempty"`
+	StormMissed  int     `json:"storm_missed,omitempty"`
+	StormShared  bool    `json:"storm_shared,omitempty"`
+}
+
+// Machine describes where the run happened: the load averages show whether
+// other work shared the cores.
+type Machine struct {
+	CPUs         int    `json:"cpus"`
+	LoadAvgStart string `json:"loadavg_start"`
+	LoadAvgEnd   string `json:"loadavg_end"`
+	OpenFiles    uint64 `json:"bench_open_files_limit"`
+}
+
+// ConnectReport is the opening of the streams.
+type ConnectReport struct {
+	Requested int      `json:"requested"`
+	Connected int      `json:"connected"`
+	Failed    int      `json:"failed"`
+	Errors    []string `json:"errors,omitempty"`
+	Seconds   float64  `json:"seconds"`
+	PerSecond float64  `json:"per_second"`
+	Latency   Latency  `json:"latency"` // request to sserelay.connected
+}
+
+// PublishReport is the main publish phase.
+type PublishReport struct {
+	Via            string   `json:"via"`
+	Sent           int64    `json:"sent"`
+	Acked          int64    `json:"acked"`
+	Errors         int64    `json:"errors"`
+	ErrorKinds     []string `json:"error_kinds,omitempty"`
+	Seconds        float64  `json:"seconds"` // first send to last acknowledgement
+	AckedPerSecond float64  `json:"acked_per_second"`
+	AckLatency     Latency  `json:"ack_latency"`
+}
+
+// DeliveryReport is what the streams received during the main phase.
+type DeliveryReport struct {
+	Streams     int      `json:"streams"` // streams checked (those connected)
+	Counts      Counts   `json:"counts"`
+	Problems    []string `json:"problems,omitempty"` // the first streams with missing, duplicate or reordered events
+	Dropped     int      `json:"dropped"`            // streams that ended before the run did
+	DropErrors  []string `json:"drop_errors,omitempty"`
+	Seconds     float64  `json:"seconds"` // first publish to last delivery
+	PerSecond   float64  `json:"per_second"`
+	Latency     Latency  `json:"latency"` // end to end, from the payload's send time
+	Settled     bool     `json:"settled"` // every expected event arrived before --settle ran out
+	RelayCounts Metrics  `json:"relay_metrics"`
+}
+
+// Metrics are deltas of the relay's own counters over the main phase.
+type Metrics struct {
+	Delivered int64 `json:"delivered"`
+	Overflows int64 `json:"queue_overflows"`
+	Replays   int64 `json:"replays"`
+	Replayed  int64 `json:"replayed"`
+	Resets    int64 `json:"resets"`
+	OK        bool  `json:"ok"` // /metrics was readable
+}
+
+// RelayReport is the relay process, when its pid is known.
+type RelayReport struct {
+	PID              int        `json:"pid,omitempty"`
+	OpenFilesLimit   string     `json:"open_files_limit,omitempty"`
+	OpenStreams      int64      `json:"open_streams_after_connect"` // its sserelay_open_streams gauge
+	RSSBaselineKiB   int64      `json:"rss_baseline_kib,omitempty"`
+	RSSIdleKiB       int64      `json:"rss_idle_kib,omitempty"`
+	RSSEndKiB        int64      `json:"rss_end_kib,omitempty"`
+	RSSPerStreamKiB  float64    `json:"rss_per_idle_stream_kib,omitempty"`
+	ThreadsIdle      int64      `json:"threads_idle,omitempty"`
+	PublishCPU       *CPUWindow `json:"publish_cpu,omitempty"` // first publish to last delivery
+	CPUPerEventUs    float64    `json:"cpu_per_event_us,omitempty"`
+	CPUPerDeliveryUs float64    `json:"cpu_per_delivery_us,omitempty"`
+}
+
+// ResumeReport is --resume-missed: one client catching up K events.
+type ResumeReport struct {
+	Missed          int        `json:"missed"`
+	Acked           int64      `json:"acked"`
+	PublishSeconds  float64    `json:"publish_seconds"`
+	Completed       bool       `json:"completed"`
+	Error           string     `json:"error,omitempty"`
+	ConnectMs       float64    `json:"connect_ms"`       // request to sserelay.connected
+	CatchUpSeconds  float64    `json:"catch_up_seconds"` // request to the last missed event
+	EventsPerSecond float64    `json:"events_per_second"`
+	Counts          Counts     `json:"counts"`
+	CPU             *CPUWindow `json:"cpu,omitempty"`
+	CPUPerEventUs   float64    `json:"cpu_per_event_us,omitempty"`
+}
+
+// StormReport is --resume-storm: M clients resuming at once.
+type StormReport struct {
+	Clients         int        `json:"clients"`
+	MissedEach      int        `json:"missed_each"`
+	Shared          bool       `json:"shared_feed"` // every client reads one feed
+	Acked           int64      `json:"acked"`
+	Completed       int        `json:"completed"`
+	Failed          int        `json:"failed"`
+	Errors          []string   `json:"errors,omitempty"`
+	DuringMain      bool       `json:"during_main_phase"` // live traffic ran meanwhile
+	AllCaughtUpSecs float64    `json:"all_caught_up_seconds"`
+	CatchUp         Latency    `json:"catch_up"`          // per client, request to its last missed event
+	LiveDuring      Latency    `json:"live_during_storm"` // latency of the main streams meanwhile
+	Counts          Counts     `json:"counts"`
+	CPU             *CPUWindow `json:"cpu,omitempty"` // reconnect to the last client caught up
+}
+
+func f1(v float64) string { return fmt.Sprintf("%.1f", v) }
+
+func lat(l Latency) string {
+	if l.Count == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("p50 %.2f  p90 %.2f  p99 %.2f  p99.9 %.2f  max %.2f ms  (n=%d)", l.P50Ms, l.P90Ms, l.P99Ms, l.P999Ms, l.MaxMs, l.Count)
+}
+
+func counts(c Counts) string {
+	s := fmt.Sprintf("expected %d  received %d  missing %d  duplicate %d  out-of-order %d", c.Expected, c.Received, c.Missing, c.Duplicate, c.OutOfOrder)
+	if c.Unexpected+c.Stale+c.BadID+c.Resets > 0 {
+		s += fmt.Sprintf("  unexpected %d  stale %d  bad-id %d  resets %d", c.Unexpected, c.Stale, c.BadID, c.Resets)
+	}
+	return s
+}
+
+func cpu(w *CPUWindow) string {
+	if w == nil {
+		return "-"
+	}
+	s := fmt.Sprintf("%.2f s over %.2f s (%.2f cores)", w.RelayCPU, w.Seconds, w.RelayCores)
+	if !w.RelayKnown {
+		s = "unknown (no relay pid)"
+	}
+	if w.Seconds < minCPUWindow {
+		s += " [window too short for /proc's 10 ms CPU ticks]"
+	}
+	return s + fmt.Sprintf("; bench %.2f cores, other processes %.2f cores, of %.1f", w.BenchCores, w.OtherCores, w.MachineCores)
+}
+
+// WriteText writes the report as a human-readable table.
+func (r *Report) WriteText(w io.Writer) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	row := func(k string, format string, a ...any) { fmt.Fprintf(tw, "  %s\t%s\n", k, fmt.Sprintf(format, a...)) }
+	sec := func(name string) { fmt.Fprintf(tw, "%s\n", name) }
+	c := r.Config
+	sec("scenario")
+	row("run", "%s  mode %s  streams %d  publisher %s", r.RunID, c.Mode, c.Streams, c.Publisher)
+	if c.Events > 0 {
+		row("publish", "%d events at %s/s", c.Events, rate(c.Rate))
+	} else if r.Publish == nil {
+		row("publish", "no publish phase")
+	} else {
+		row("publish", "%s/s for %s", rate(c.Rate), c.Duration)
+	}
+	row("relay", "%s  NATS %s", c.URL, c.NATSURL)
+	row("machine", "%d CPUs, load average %s at start, %s at end", r.Machine.CPUs, r.Machine.LoadAvgStart, r.Machine.LoadAvgEnd)
+	if cr := r.Connect; cr != nil {
+		sec("connect")
+		row("streams", "%d connected, %d failed of %d, in %.2f s (%.0f/s)", cr.Connected, cr.Failed, cr.Requested, cr.Seconds, cr.PerSecond)
+		row("latency", "%s", lat(cr.Latency))
+		for _, e := range cr.Errors {
+			row("error", "%s", e)
+		}
+	}
+	rl := r.Relay
+	if rl.PID > 0 || rl.OpenStreams > 0 {
+		sec("relay")
+		if rl.PID > 0 {
+			row("pid", "%d  open files limit %s  threads %d", rl.PID, rl.OpenFilesLimit, rl.ThreadsIdle)
+			row("RSS", "baseline %.1f MiB  idle %.1f MiB  end %.1f MiB", float64(rl.RSSBaselineKiB)/1024, float64(rl.RSSIdleKiB)/1024, float64(rl.RSSEndKiB)/1024)
+			if rl.RSSPerStreamKiB > 0 {
+				row("RSS per idle stream", "%.1f KiB", rl.RSSPerStreamKiB)
+			}
+		}
+		row("open streams", "%d (relay gauge after connect)", rl.OpenStreams)
+	}
+	if p := r.Publish; p != nil {
+		sec("publish")
+		row("events", "%d sent  %d acked  %d errors  via %s", p.Sent, p.Acked, p.Errors, p.Via)
+		row("throughput", "%.0f acked/s over %.2f s", p.AckedPerSecond, p.Seconds)
+		row("ack latency", "%s", lat(p.AckLatency))
+		for _, e := range p.ErrorKinds {
+			row("error", "%s", e)
+		}
+	}
+	if d := r.Delivery; d != nil {
+		sec("delivery")
+		row("counts", "%s", counts(d.Counts))
+		row("streams", "%d checked, %d dropped, settled %v", d.Streams, d.Dropped, d.Settled)
+		for _, e := range d.DropErrors {
+			row("drop", "%s", e)
+		}
+		for _, e := range d.Problems {
+			row("problem", "%s", e)
+		}
+		row("throughput", "%.0f delivered/s over %.2f s", d.PerSecond, d.Seconds)
+		row("latency", "%s", lat(d.Latency))
+		if d.RelayCounts.OK {
+			m := d.RelayCounts
+			row("relay metrics", "delivered %d  queue overflows %d  replays %d (%d events)  resets %d", m.Delivered, m.Overflows, m.Replays, m.Replayed, m.Resets)
+		}
+		row("relay CPU", "%s", cpu(rl.PublishCPU))
+		if rl.CPUPerEventUs > 0 {
+			row("CPU per event", "%.1f µs per published event, %.2f µs per delivered event", rl.CPUPerEventUs, rl.CPUPerDeliveryUs)
+		}
+	}
+	if s := r.Storm; s != nil {
+		sec("resume storm")
+		feeds := "a feed each"
+		if s.Shared {
+			feeds = "one shared feed"
+		}
+		row("clients", "%d on %s, %d missed each (%d acked); %d caught up, %d failed; live traffic meanwhile: %v", s.Clients, feeds, s.MissedEach, s.Acked, s.Completed, s.Failed, s.DuringMain)
+		row("all caught up", "%.3f s", s.AllCaughtUpSecs)
+		row("catch-up per client", "%s", lat(s.CatchUp))
+		row("live latency meanwhile", "%s", lat(s.LiveDuring))
+		row("counts", "%s", counts(s.Counts))
+		if s.CPU != nil && s.CPU.RelayKnown {
+			row("relay CPU", "%s", cpu(s.CPU))
+		}
+		for _, e := range s.Errors {
+			row("error", "%s", e)
+		}
+	}
+	if s := r.Resume; s != nil {
+		sec("resume")
+		row("missed", "%d (%d acked, published in %.2f s)", s.Missed, s.Acked, s.PublishSeconds)
+		row("catch-up", "%.3f s, %.0f events/s, connected in %.1f ms, completed %v", s.CatchUpSeconds, s.EventsPerSecond, s.ConnectMs, s.Completed)
+		row("counts", "%s", counts(s.Counts))
+		if s.CPU != nil && s.CPU.RelayKnown {
+			row("relay CPU", "%s", cpu(s.CPU))
+			if s.CPUPerEventUs > 0 {
+				row("CPU per event", "%.2f µs per replayed event", s.CPUPerEventUs)
+			}
+		}
+		if s.Error != "" {
+			row("error", "%s", s.Error)
+		}
+	}
+	sec("result")
+	if r.OK {
+		row("OK", "no event missing, duplicated or out of order")
+	}
+	for _, f := range r.Failures {
+		row("FAIL", "%s", f)
+	}
+	return tw.Flush()
+}
+
+func rate(r float64) string {
+	if r <= 0 {
+		return "max"
+	}
+	return strings.TrimSuffix(strings.TrimRight(fmt.Sprintf("%.1f", r), "0"), ".")
+}
