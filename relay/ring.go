@@ -1,5 +1,10 @@
 package relay
 
+import (
+	"cmp"
+	"slices"
+)
+
 // ring holds the most recent dispatched events, so that resumes from a
 // recent position (the common case: a reconnect after a few seconds, or a
 // whole pod's clients arriving at once) are served from memory instead of
@@ -11,6 +16,10 @@ type ring struct {
 	n        int         // entries held
 	bytes    int         // payload bytes held
 	maxBytes int
+	// lastByKey is the newest entry of each feed; with ringEntry.prev it
+	// links each feed's entries, so that a resume walks its own events
+	// instead of everything since its position.
+	lastByKey map[string]uint64
 }
 
 type ringEntry struct {
@@ -21,14 +30,15 @@ type ringEntry struct {
 	connID   string
 	connUser string
 	data     []byte
-	bad      bool // dropped by dispatch: not delivered on replay either
+	bad      bool   // dropped by dispatch: not delivered on replay either
+	prev     uint64 // the previous entry of the same key (0: none)
 }
 
 func newRing(events, maxBytes int) *ring {
 	if events <= 0 {
 		return nil
 	}
-	return &ring{buf: make([]ringEntry, events), maxBytes: maxBytes}
+	return &ring{buf: make([]ringEntry, events), maxBytes: maxBytes, lastByKey: make(map[string]uint64)}
 }
 
 func (g *ring) size(e *ringEntry) int {
@@ -42,11 +52,17 @@ func (g *ring) push(e ringEntry) {
 		g.reset()
 	}
 	for g.n > 0 && (g.n == len(g.buf) || g.bytes+g.size(&e) > g.maxBytes) {
-		g.bytes -= g.size(&g.buf[g.head])
-		g.buf[g.head] = ringEntry{}
+		old := &g.buf[g.head]
+		g.bytes -= g.size(old)
+		if g.lastByKey[old.key] == old.seq {
+			delete(g.lastByKey, old.key)
+		}
+		*old = ringEntry{}
 		g.head = (g.head + 1) % len(g.buf)
 		g.n--
 	}
+	e.prev = g.lastByKey[e.key]
+	g.lastByKey[e.key] = e.seq
 	g.buf[(g.head+g.n)%len(g.buf)] = e
 	g.n++
 	g.bytes += g.size(&e)
@@ -54,6 +70,7 @@ func (g *ring) push(e ringEntry) {
 
 func (g *ring) reset() {
 	clear(g.buf)
+	clear(g.lastByKey)
 	g.head, g.n, g.bytes = 0, 0, 0
 }
 
@@ -81,11 +98,61 @@ func (g *ring) at(seq uint64) *ringEntry {
 	return &g.buf[(g.head+int(seq-g.first()))%len(g.buf)]
 }
 
+// maxLinked bounds the events a resume collects through the per-feed links
+// under the registry lock; a resume with more uses the chunked scan.
+const maxLinked = 4096
+
+// linked collects the events of f in [pos, to] by walking each feed's links
+// back from its newest entry. ok is false when the ring does not hold pos or
+// the walk would collect more than maxLinked events. Called under r.mu.
+func (g *ring) linked(f *replayFilter, pos, to uint64) (evs []storedEvent, ok bool) {
+	if !g.covers(pos) {
+		return nil, false
+	}
+	for _, k := range f.keys {
+		start := len(evs)
+		for seq := g.lastByKey[k]; seq >= pos && g.covers(seq); {
+			e := g.at(seq)
+			if seq <= to && !e.bad && topicMatches(f.topics, e.topic) && !excludes(e.connID, e.connUser, f.excludeConn, f.user) {
+				if len(evs) == maxLinked {
+					return nil, false
+				}
+				evs = append(evs, storedEvent{seq: e.seq, event: e.event, data: e.data})
+			}
+			seq = e.prev
+		}
+		slices.Reverse(evs[start:])
+	}
+	if len(f.keys) > 1 {
+		slices.SortFunc(evs, func(a, b storedEvent) int { return cmp.Compare(a.seq, b.seq) })
+	}
+	return evs, true
+}
+
+// maxScan bounds the entries one lock hold of the chunked scan visits, so
+// that a resume over a long sparse range does not hold up the dispatcher.
+const maxScan = 4096
+
 // replayRing emits the events of f from the ring, from sequence pos up to
-// to, copying a batch at a time under the registry lock and emitting outside
-// it. It returns the first sequence it could not serve because the ring
-// no longer holds it (to+1 when it served everything).
+// to, and returns the first sequence it could not serve because the ring no
+// longer holds it (to+1 when it served everything). The usual resume walks
+// its own feeds' links; a large one copies a batch at a time under the
+// registry lock and emits outside it.
 func (r *Relay) replayRing(f replayFilter, pos, to uint64, limit int, n *int, emit func(storedEvent) error) (uint64, error) {
+	r.mu.Lock()
+	evs, ok := r.ring.linked(&f, pos, to)
+	r.mu.Unlock()
+	if ok {
+		for _, ev := range evs {
+			if err := emit(ev); err != nil {
+				return pos, err
+			}
+			if *n++; limit > 0 && *n >= limit {
+				break
+			}
+		}
+		return to + 1, nil
+	}
 	batch := make([]storedEvent, 0, min(r.cfg.ReplayBatch, 256))
 	for pos <= to {
 		batch = batch[:0]
@@ -94,7 +161,7 @@ func (r *Relay) replayRing(f replayFilter, pos, to uint64, limit int, n *int, em
 			r.mu.Unlock()
 			return pos, nil
 		}
-		end := min(to, r.ring.last())
+		end := min(to, r.ring.last(), pos+maxScan-1)
 		for ; pos <= end && len(batch) < cap(batch); pos++ {
 			e := r.ring.at(pos)
 			if e.bad || !f.matches(e.key, e.topic) || excludes(e.connID, e.connUser, f.excludeConn, f.user) {
