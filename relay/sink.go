@@ -47,8 +47,9 @@ func (h *httpSink) flush(time.Duration) error {
 // written and returned right after, where net/http would keep 8 KiB of
 // bufio buffers and two goroutines per connection.
 type connSink struct {
-	conn net.Conn
-	buf  *[]byte // nil while idle
+	conn     net.Conn
+	buf      *[]byte // nil while idle
+	deadline time.Time
 }
 
 var writeBufs = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
@@ -76,8 +77,14 @@ func (c *connSink) flush(timeout time.Duration) error {
 			writeBufs.Put(b)
 		}
 	}()
-	if err := c.conn.SetWriteDeadline(time.Now().Add(timeout)); err != nil {
-		return fmt.Errorf("set write deadline: %w", err)
+	// Moving the deadline costs a timer update per write, which is a good
+	// part of a small write: move it only once half of it is used up. A
+	// write then has between half and all of the timeout to complete.
+	if now := time.Now(); c.deadline.Sub(now) < timeout/2 {
+		c.deadline = now.Add(timeout)
+		if err := c.conn.SetWriteDeadline(c.deadline); err != nil {
+			return fmt.Errorf("set write deadline: %w", err)
+		}
 	}
 	if _, err := c.conn.Write(*b); err != nil {
 		return fmt.Errorf("write: %w", err)
