@@ -58,6 +58,7 @@ func serveFlags() []cli.Flag {
 		intFlag("ring-events", 65536, "recent events kept in memory to serve resumes without reading the store (-1: off)"),
 		intFlag("ring-bytes", 64<<20, "memory bound of those recent events"),
 		intFlag("max-streams", 0, "open streams before new ones are asked to retry later (0: no limit)"),
+		intFlag("token-cache", 10000, "verified tokens remembered until they expire, at most a minute (-1: off)"),
 		intFlag("max-feeds", 16, "feeds per stream"),
 		intFlag("max-topics", 16, "topics per stream"),
 		intFlag("poll-page", 500, "events per poll=1 response"),
@@ -177,7 +178,7 @@ func serve(c *cli.Context) error {
 		QueueEvents: c.Int("queue-events"), QueueBytes: c.Int("queue-bytes"),
 		ReplayBatch: c.Int("replay-batch"), ReplayBytes: c.Int("replay-bytes"), MaxReplays: c.Int("max-replays"), MaxStreams: c.Int("max-streams"),
 		RingEvents: c.Int("ring-events"), RingBytes: c.Int("ring-bytes"),
-		MaxFeeds: c.Int("max-feeds"), MaxTopics: c.Int("max-topics"), PollPage: c.Int("poll-page"),
+		TokenCache: c.Int("token-cache"), MaxFeeds: c.Int("max-feeds"), MaxTopics: c.Int("max-topics"), PollPage: c.Int("poll-page"),
 		MaxPublishBytes: c.Int64("max-publish-bytes"), PublishTimeout: c.Duration("publish-timeout"),
 		AllowedOrigins: origins, NoDemo: c.Bool("no-demo"),
 	})

@@ -79,6 +79,10 @@ type Config struct {
 	// AllowedOrigins lists the origins allowed by CORS; "*" allows any.
 	// Empty: no CORS headers (same-origin only).
 	AllowedOrigins []string
+	// TokenCache is the number of verified tokens remembered until they
+	// expire (at most a minute), so that repeated requests with one token
+	// skip the signature check (default 10000; -1 turns it off).
+	TokenCache int
 	// NoDemo disables the demo page at "/".
 	NoDemo bool
 	// NoHijack keeps HTTP/1.1 streams inside net/http instead of taking
@@ -112,6 +116,7 @@ func (c *Config) setDefaults() error {
 	setDefault(&c.MaxReplays, 32)
 	setDefault(&c.RingEvents, 65536)
 	setDefault(&c.RingBytes, 64<<20)
+	setDefault(&c.TokenCache, 10000)
 	setDefault(&c.MaxFeeds, 16)
 	setDefault(&c.MaxTopics, 16)
 	setDefault(&c.PollPage, 500)

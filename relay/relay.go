@@ -57,6 +57,7 @@ func New(cfg Config) (*Relay, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
 	}
+	cfg.Verifier = newTokenCache(cfg.Verifier, cfg.TokenCache)
 	var js jetstream.JetStream
 	var err error
 	apiPfx := "$JS.API."
