@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os/signal"
 	"strings"
 	"syscall"
@@ -68,6 +69,7 @@ func serveFlags() []cli.Flag {
 		intFlag("max-header-bytes", 16<<10, "HTTP request header limit"),
 		strFlag("cors-origins", "", "comma-separated origins allowed by CORS, or *"),
 		boolFlag("no-demo", "do not serve the demo page at /"),
+		strFlag("debug-listen", "", "address for Go's pprof profiles (/debug/pprof/), e.g. 127.0.0.1:6060; empty: off"),
 	}
 }
 
@@ -204,6 +206,15 @@ func serve(c *cli.Context) error {
 	}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- hs.Serve(ln) }()
+	if addr := c.String("debug-listen"); addr != "" {
+		dbg, err := startDebug(addr, log)
+		if err != nil {
+			_ = hs.Close()
+			_ = r.Shutdown(context.Background())
+			return err
+		}
+		defer dbg.Close()
+	}
 	log.Info("sserelay listening", "addr", ln.Addr().String(), "version", version())
 
 	select {
@@ -240,6 +251,24 @@ func serve(c *cli.Context) error {
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// startDebug serves pprof on its own listener, away from the public port.
+func startDebug(addr string, log *slog.Logger) (*http.Server, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("debug listen: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = srv.Serve(ln) }() // ends when Close closes the listener
+	log.Info("pprof listening", "addr", ln.Addr().String())
+	return srv, nil
 }
 
 func drainNATS(nc *nats.Conn, timeout time.Duration) error {
