@@ -56,7 +56,7 @@ func serveFlags() []cli.Flag {
 		intFlag("replay-batch", 1024, "events read from the store per request during a resume"),
 		intFlag("replay-bytes", 1<<20, "bytes read from the store per request during a resume"),
 		intFlag("max-replays", 32, "resumes reading the store at once"),
-		intFlag("ring-events", 65536, "recent events kept in memory to serve resumes without reading the store (-1: off)"),
+		intFlag("ring-events", 262144, "recent events kept in memory to serve resumes without reading the store (-1: off)"),
 		intFlag("ring-bytes", 64<<20, "memory bound of those recent events"),
 		intFlag("max-streams", 0, "open streams before new ones are asked to retry later (0: no limit)"),
 		intFlag("token-cache", 10000, "verified tokens remembered until they expire, at most a minute (-1: off)"),

@@ -54,8 +54,8 @@ type Config struct {
 	ReplayBatch int
 	ReplayBytes int
 	// RingEvents and RingBytes bound the recent events kept in memory to
-	// serve resumes without reading the store (default 65536 events,
-	// 64 MiB; RingEvents -1 turns it off).
+	// serve resumes without reading the store (default 262144 events,
+	// 64 MiB; RingEvents -1 turns it off). It grows with use.
 	RingEvents int
 	RingBytes  int
 	// MaxReplays bounds resumes that read the store at once, so that a
@@ -114,7 +114,7 @@ func (c *Config) setDefaults() error {
 	setDefault(&c.ReplayBatch, 1024)
 	setDefault(&c.ReplayBytes, 1<<20)
 	setDefault(&c.MaxReplays, 32)
-	setDefault(&c.RingEvents, 65536)
+	setDefault(&c.RingEvents, 262144)
 	setDefault(&c.RingBytes, 64<<20)
 	setDefault(&c.TokenCache, 10000)
 	setDefault(&c.MaxFeeds, 16)

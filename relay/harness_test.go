@@ -37,16 +37,22 @@ var testSecret = []byte("relay-test-secret-0123456789abcdef")
 // testEnv is a real embedded NATS server with the relay's stream, a relay and
 // an HTTP server on a loopback socket.
 type testEnv struct {
-	t      testing.TB
-	ns     *embedded.Server
-	nc     *nats.Conn // the relay's connection
-	pub    *nats.Conn // a publisher's connection
-	js     jetstream.JetStream
-	relay  *Relay
-	srv    *http.Server
-	url    string
-	stream StreamOptions
+	t        testing.TB
+	ns       *embedded.Server
+	nc       *nats.Conn // the relay's connection
+	pub      *nats.Conn // a publisher's connection
+	js       jetstream.JetStream
+	relay    *Relay
+	srv      *http.Server
+	url      string
+	stream   StreamOptions
+	proxy    *tcpProxy // between the relay and NATS, with withRelayProxy
+	useProxy bool
 }
+
+// withRelayProxy puts a TCP proxy that the test can cut between the relay
+// and NATS (the publisher connects directly).
+func withRelayProxy() envOption { return func(e *testEnv, _ *Config) { e.useProxy = true } }
 
 type envOption func(*testEnv, *Config)
 
@@ -77,7 +83,12 @@ func newEnv(t testing.TB, opts ...envOption) *testEnv {
 	}
 	e.ns = ns
 	t.Cleanup(ns.Shutdown)
-	e.nc, err = nats.Connect(ns.ClientURL(), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond), nats.ReconnectBufSize(-1))
+	relayURL := ns.ClientURL()
+	if e.useProxy {
+		e.proxy = newTCPProxy(t, strings.TrimPrefix(relayURL, "nats://"))
+		relayURL = "nats://" + e.proxy.addr
+	}
+	e.nc, err = nats.Connect(relayURL, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond), nats.ReconnectBufSize(-1))
 	if err != nil {
 		t.Fatal(err)
 	}

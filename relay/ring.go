@@ -11,10 +11,11 @@ import (
 // the store. It holds consecutive sequences only: a jump in the stream
 // empties it. Guarded by Relay.mu.
 type ring struct {
-	buf      []ringEntry // circular, len = capacity
-	head     int         // index of the oldest entry
-	n        int         // entries held
-	bytes    int         // payload bytes held
+	buf      []ringEntry // circular; grows (doubling) up to max entries
+	max      int
+	head     int // index of the oldest entry
+	n        int // entries held
+	bytes    int // payload bytes held
 	maxBytes int
 	// lastByKey is the newest entry of each feed; with ringEntry.prev it
 	// links each feed's entries, so that a resume walks its own events
@@ -38,7 +39,7 @@ func newRing(events, maxBytes int) *ring {
 	if events <= 0 {
 		return nil
 	}
-	return &ring{buf: make([]ringEntry, events), maxBytes: maxBytes, lastByKey: make(map[string]uint64)}
+	return &ring{buf: make([]ringEntry, min(events, 1024)), max: events, maxBytes: maxBytes, lastByKey: make(map[string]uint64)}
 }
 
 func (g *ring) size(e *ringEntry) int {
@@ -50,6 +51,13 @@ func (g *ring) size(e *ringEntry) int {
 func (g *ring) push(e ringEntry) {
 	if g.n > 0 && e.seq != g.last()+1 {
 		g.reset()
+	}
+	if g.n == len(g.buf) && len(g.buf) < g.max {
+		// Grow with use: an idle relay does not pay for a large ring.
+		grown := make([]ringEntry, min(2*len(g.buf), g.max))
+		k := copy(grown, g.buf[g.head:])
+		copy(grown[k:], g.buf[:g.head])
+		g.buf, g.head = grown, 0
 	}
 	for g.n > 0 && (g.n == len(g.buf) || g.bytes+g.size(&e) > g.maxBytes) {
 		old := &g.buf[g.head]

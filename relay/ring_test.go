@@ -132,3 +132,28 @@ func TestRingLinkedWalk(t *testing.T) {
 		t.Fatal("linked accepted a position the ring does not hold")
 	}
 }
+
+func TestRingGrowsInOrder(t *testing.T) {
+	g := newRing(5000, 1<<30)
+	if len(g.buf) != 1024 {
+		t.Fatalf("initial size %d, want 1024", len(g.buf))
+	}
+	for seq := uint64(1); seq <= 12000; seq++ {
+		g.push(ringEntry{seq: seq, key: "k"})
+		if g.n > 0 && g.at(g.last()).seq != seq {
+			t.Fatalf("after push %d the newest entry is %d", seq, g.at(g.last()).seq)
+		}
+	}
+	if len(g.buf) != 5000 || g.n != 5000 || g.first() != 7001 {
+		t.Fatalf("size %d, n %d, first %d; want 5000, 5000, 7001", len(g.buf), g.n, g.first())
+	}
+	for seq := g.first(); seq <= g.last(); seq++ {
+		if g.at(seq).seq != seq {
+			t.Fatalf("at(%d) = %d", seq, g.at(seq).seq)
+		}
+	}
+	evs, ok := g.linked(&replayFilter{keys: []string{"k"}}, 11000, 11999)
+	if !ok || len(evs) != 1000 || evs[0].seq != 11000 || evs[999].seq != 11999 {
+		t.Fatalf("linked walk after growth: ok %v, %d events", ok, len(evs))
+	}
+}
