@@ -3,6 +3,7 @@ package relay
 import (
 	"fmt"
 	"net/http"
+	"runtime"
 	"sync/atomic"
 )
 
@@ -50,6 +51,7 @@ func (r *Relay) serveMetrics(w http.ResponseWriter, _ *http.Request) {
 	gauge("sserelay_ready", "1 when the relay is ready to serve.", ready)
 	gauge("sserelay_cursor", "Last stream sequence dispatched.", r.Cursor())
 	gauge("sserelay_replays_active", "Resumes reading the store now.", len(r.replaySlots))
+	gauge("sserelay_goroutines", "Goroutines of the process (an idle stream holds two).", runtime.NumGoroutine())
 	counter("sserelay_events_delivered_total", "Events written to clients, live and replayed.", m.delivered.Load())
 	counter("sserelay_events_dispatched_total", "Events read from the stream.", m.dispatched.Load())
 	counter("sserelay_events_dropped_total", "Events dropped because their subject or Sse-Event header cannot be written safely.", m.dropped.Load())
