@@ -271,6 +271,9 @@ func (s *session) serveConn(conn net.Conn, h http.Header, hello []byte, sr *stre
 		}
 	}()
 	s.out = &connSink{conn: conn}
+	s.mu.Lock()
+	s.conn = conn
+	s.mu.Unlock()
 	head := make([]byte, 0, 256)
 	head = append(head, "HTTP/1.1 200 OK\r\n"...)
 	var hb bytes.Buffer

@@ -20,6 +20,7 @@ import (
 	"net/http"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -153,7 +154,10 @@ func (r *Relay) Drain() {
 }
 
 // Shutdown drains, waits for the open streams to close (or ctx to end), and
-// stops the consumer. It does not close the NATS connection.
+// stops the consumer. When ctx ends first, the connections of the streams
+// still open (a client that stopped reading holds its writer until the write
+// deadline) are closed so that their goroutines end. It does not close the
+// NATS connection.
 func (r *Relay) Shutdown(ctx context.Context) error {
 	r.Drain()
 	done := make(chan struct{})
@@ -163,16 +167,36 @@ func (r *Relay) Shutdown(ctx context.Context) error {
 	case <-done:
 	case <-ctx.Done():
 		err = fmt.Errorf("relay: %d streams still open: %w", r.open.Load(), ctx.Err())
+		r.abortAll()
+		select {
+		case <-done:
+		case <-time.After(time.Second): // only streams inside net/http (HTTP/2) can still be open
+		}
 	}
 	if r.cc != nil {
 		r.cc.Stop()
 		select {
 		case <-r.cc.Closed():
-		case <-ctx.Done():
+		case <-time.After(time.Second):
 		}
 	}
 	r.running.Store(false)
 	return err
+}
+
+// abortAll closes the connection of every open stream that holds one.
+func (r *Relay) abortAll() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, set := range r.feeds {
+		for s := range set {
+			s.mu.Lock()
+			if s.conn != nil {
+				_ = s.conn.Close()
+			}
+			s.mu.Unlock()
+		}
+	}
 }
 
 // Cursor returns the last stream sequence this relay has dispatched.

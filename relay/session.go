@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"sync"
 	"time"
 
@@ -39,6 +40,7 @@ type session struct {
 	queue      []*frame
 	queueBytes int
 	overflow   bool
+	conn       net.Conn      // the taken-over connection, for Relay.abortAll
 	wake       chan struct{} // capacity 1: "the queue changed"
 
 	// Owned by the writer goroutine.
