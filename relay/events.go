@@ -201,7 +201,7 @@ func (r *Relay) serveEvents(w http.ResponseWriter, req *http.Request) {
 	}
 	s := &session{
 		r: r, connID: sr.connID, user: sr.claims.Subject, app: sr.app,
-		feeds: sr.feeds, topics: sr.topics, wake: make(chan struct{}, 1),
+		feeds: sr.feeds, topics: sr.topics, wake: make(chan struct{}, 1), ctl: make(chan struct{}, 1),
 	}
 	for _, f := range sr.feeds {
 		s.keys = append(s.keys, sr.app+"."+f)

@@ -149,6 +149,13 @@ func (r *Relay) Drain() {
 	r.drainOnce.Do(func() {
 		r.draining.Store(true)
 		close(r.drainCh)
+		r.mu.Lock()
+		for _, set := range r.feeds {
+			for s := range set {
+				s.signal()
+			}
+		}
+		r.mu.Unlock()
 		r.log.Info("draining", "open_streams", r.open.Load())
 	})
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sserelay/sserelay/relay/sse"
@@ -42,6 +43,10 @@ type session struct {
 	overflow   bool
 	conn       net.Conn      // the taken-over connection, for Relay.abortAll
 	wake       chan struct{} // capacity 1: "the queue changed"
+	ctl        chan struct{} // capacity 1: "look at the flags and the context"
+
+	keepaliveDue atomic.Bool
+	expired      atomic.Bool
 
 	// Owned by the writer goroutine.
 	out      sink
@@ -133,36 +138,22 @@ func (s *session) stream(ctx context.Context, hasID bool, lastID, c uint64, expi
 			return err
 		}
 	}
-	keepalive := time.NewTicker(s.r.cfg.Keepalive)
+	// The loop waits on two channels only: a select costs per case, and this
+	// one runs once per delivery. Everything that is not an event (client
+	// gone, drain, token expiry, keepalive tick) signals ctl and leaves a flag.
+	stopCtx := context.AfterFunc(ctx, s.signal)
+	defer stopCtx()
+	keepalive := time.AfterFunc(s.r.cfg.Keepalive, func() { s.keepaliveDue.Store(true); s.signal() })
 	defer keepalive.Stop()
-	var expiry <-chan time.Time
 	if !expires.IsZero() {
-		t := time.NewTimer(time.Until(expires))
+		t := time.AfterFunc(time.Until(expires), func() { s.expired.Store(true); s.signal() })
 		defer t.Stop()
-		expiry = t.C
+	}
+	if s.r.draining.Load() {
+		return errDraining // drain began between the request's check and registration
 	}
 	for {
 		select {
-		case <-ctx.Done():
-			return errClientGone
-		case <-s.r.drainCh:
-			return errDraining
-		case <-expiry:
-			b := sse.AppendMessage(nil, EventTokenExpired, []byte(`{"reason":"token expired"}`))
-			if err := s.write(b); err == nil {
-				_ = s.flush()
-			}
-			return errTokenExpired
-		case <-keepalive.C:
-			if !s.active {
-				if err := s.write(sse.AppendComment(nil, "keepalive")); err != nil {
-					return err
-				}
-				if err := s.flush(); err != nil {
-					return err
-				}
-			}
-			s.active = false
 		case <-s.wake:
 			frames, overflow := s.take()
 			if overflow {
@@ -178,7 +169,40 @@ func (s *session) stream(ctx context.Context, hasID bool, lastID, c uint64, expi
 			if err != nil {
 				return err
 			}
+		case <-s.ctl:
+			switch {
+			case ctx.Err() != nil:
+				return errClientGone
+			case s.r.draining.Load():
+				return errDraining
+			case s.expired.Load():
+				b := sse.AppendMessage(nil, EventTokenExpired, []byte(`{"reason":"token expired"}`))
+				if err := s.write(b); err == nil {
+					_ = s.flush()
+				}
+				return errTokenExpired
+			}
+			if s.keepaliveDue.Swap(false) {
+				if !s.active {
+					if err := s.write(sse.AppendComment(nil, "keepalive")); err != nil {
+						return err
+					}
+					if err := s.flush(); err != nil {
+						return err
+					}
+				}
+				s.active = false
+				keepalive.Reset(s.r.cfg.Keepalive)
+			}
 		}
+	}
+}
+
+// signal wakes the writer for something other than an event.
+func (s *session) signal() {
+	select {
+	case s.ctl <- struct{}{}:
+	default:
 	}
 }
 
