@@ -65,7 +65,7 @@ func (r *Relay) deliver(seq uint64, subj, event, connID, connUser string, data [
 	if !ok {
 		r.metrics.dropped.Add(1)
 		r.log.Warn("dropped event: subject is not <prefix>.<app>.<feed>[.<topic>]", "subject", subj, "seq", seq)
-	} else if event != "" && !sse.ValidEventName(event) {
+	} else if event != "" && !sse.SafeEventName(event) {
 		ok = false
 		r.metrics.dropped.Add(1)
 		r.log.Warn("dropped event: Sse-Event cannot be written safely", "subject", subj, "seq", seq, "event", event)

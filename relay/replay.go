@@ -293,7 +293,7 @@ func (rd *storeReader) batch(ctx context.Context, subject string, from, to uint6
 		}
 		ev := readEvent{storedEvent: storedEvent{seq: seq, event: m.Header.Get(HeaderEvent), data: m.Data},
 			connID: m.Header.Get(HeaderConnectionID), connUser: m.Header.Get(HeaderConnectionUser)}
-		ev.bad = ev.event != "" && !sse.ValidEventName(ev.event)
+		ev.bad = ev.event != "" && !sse.SafeEventName(ev.event)
 		dst = append(dst, ev)
 	}
 }

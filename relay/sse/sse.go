@@ -87,19 +87,18 @@ const ReservedPrefix = "sserelay."
 // MaxEventNameLen bounds event names so that a header cannot bloat every frame.
 const MaxEventNameLen = 128
 
-// ValidEventName reports whether name can be written as an "event:" field
-// by a publisher: non-empty, at most MaxEventNameLen bytes, no CR, LF or NUL
-// (which would end the line or be mangled by clients), no leading or trailing
-// space (which clients strip), and not in the relay's reserved namespace.
+// SafeEventName reports whether name can be written as an "event:" field at
+// all: non-empty, no CR or LF (which would end the line and let the rest
+// forge a field), no NUL, and not in the relay's reserved namespace. Events
+// that NATS publishers send with other names are dropped.
+func SafeEventName(name string) bool {
+	return name != "" && !strings.ContainsAny(name, "\r\n\x00") && !strings.HasPrefix(name, ReservedPrefix)
+}
+
+// ValidEventName is the stricter rule for names given to POST /v1/publish,
+// where a mistake can be answered with a 400: SafeEventName, at most
+// MaxEventNameLen bytes, and no leading or trailing space (easy to send by
+// accident, and a listener registered without it would never fire).
 func ValidEventName(name string) bool {
-	if name == "" || len(name) > MaxEventNameLen {
-		return false
-	}
-	if strings.ContainsAny(name, "\r\n\x00") {
-		return false
-	}
-	if name[0] == ' ' || name[len(name)-1] == ' ' {
-		return false
-	}
-	return !strings.HasPrefix(name, ReservedPrefix)
+	return SafeEventName(name) && len(name) <= MaxEventNameLen && name[0] != ' ' && name[len(name)-1] != ' '
 }

@@ -142,6 +142,17 @@ func TestValidEventName(t *testing.T) {
 			t.Errorf("ValidEventName(%q) = true, want false", n)
 		}
 	}
+	// What NATS publishers may send: anything that cannot forge a field.
+	for _, n := range []string{" lead", "trail ", strings.Repeat("x", 1000), "message"} {
+		if !SafeEventName(n) {
+			t.Errorf("SafeEventName(%q) = false, want true", n)
+		}
+	}
+	for _, n := range []string{"", "a\nb", "a\rb", "a\x00", "sserelay.connected"} {
+		if SafeEventName(n) {
+			t.Errorf("SafeEventName(%q) = true, want false", n)
+		}
+	}
 }
 
 func BenchmarkAppendEvent(b *testing.B) {
