@@ -124,6 +124,14 @@ func (r *Relay) Start(ctx context.Context) error {
 	}
 	r.cc = cc
 	r.running.Store(true)
+	go func() {
+		// The consumer gives up only when it cannot be recreated (the stream
+		// was deleted, say): readiness must say so. Ends with the consumer.
+		<-cc.Closed()
+		if r.running.Swap(false) && !r.draining.Load() {
+			r.log.Error("consumer stopped: this relay delivers nothing until restarted", "stream", r.cfg.Stream)
+		}
+	}()
 	r.log.Info("relay started", "stream", r.cfg.Stream, "cursor", info.State.LastSeq, "first_seq", info.State.FirstSeq)
 	return nil
 }
@@ -224,9 +232,17 @@ func (r *Relay) Handler() http.Handler {
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, req *http.Request) {
 		if err := r.Ready(); err != nil {
 			writeError(w, http.StatusServiceUnavailable, "not ready: "+err.Error())
+			return
+		}
+		// The consumer retries for ever when its stream is gone, so ask
+		// JetStream too: a probe every few seconds is one cheap request.
+		ctx, cancel := context.WithTimeout(req.Context(), 2*time.Second)
+		defer cancel()
+		if _, err := r.js.Stream(ctx, r.cfg.Stream); err != nil {
+			writeError(w, http.StatusServiceUnavailable, "not ready: stream "+r.cfg.Stream+": "+err.Error())
 			return
 		}
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})

@@ -3,6 +3,7 @@ package relay
 import (
 	"context"
 	"errors"
+	"net/http"
 	"testing"
 	"time"
 
@@ -131,5 +132,28 @@ func TestNewRequiresConnAndVerifier(t *testing.T) {
 	}
 	if _, err := New(Config{Verifier: mustVerifier(t)}); !errors.Is(err, ErrInvalidConfig) {
 		t.Fatalf("New without conn = %v", err)
+	}
+}
+
+// TestReadyzFailsWhenStreamDeleted: with its stream gone the consumer cannot
+// be recreated, and readiness must stop claiming the relay works.
+func TestReadyzFailsWhenStreamDeleted(t *testing.T) {
+	e := newEnv(t)
+	readyz := func() int {
+		resp, err := http.Get(e.url + "/readyz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if code := readyz(); code != http.StatusOK {
+		t.Fatalf("/readyz at start: %d", code)
+	}
+	if err := e.js.DeleteStream(context.Background(), "SSE"); err != nil {
+		t.Fatal(err)
+	}
+	if code := readyz(); code != http.StatusServiceUnavailable {
+		t.Fatalf("/readyz with the stream deleted: %d, want 503", code)
 	}
 }
