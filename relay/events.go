@@ -224,9 +224,16 @@ func (r *Relay) serveEvents(w http.ResponseWriter, req *http.Request) {
 	rc := http.NewResponseController(w)
 	if !r.cfg.NoHijack && req.ProtoMajor == 1 {
 		if conn, _, err := rc.Hijack(); err == nil {
+			// We write the response head ourselves; the body ends when the
+			// connection closes, so no chunked encoding is needed.
+			var head bytes.Buffer
+			head.WriteString("HTTP/1.1 200 OK\r\n")
+			_ = w.Header().Write(&head)
+			head.WriteString("Connection: close\r\n\r\n")
+			head.Write(b)
 			// The stream outlives this handler: net/http's goroutine,
 			// buffers and request state are released when it returns.
-			go s.serveConn(conn, w.Header(), b, sr, c, start)
+			go s.serveConn(conn, head.Bytes(), sr, c, start)
 			return
 		}
 	}
@@ -246,10 +253,9 @@ func (r *Relay) serveEvents(w http.ResponseWriter, req *http.Request) {
 	s.finish(err, start)
 }
 
-// serveConn streams to a connection taken over from net/http. It writes the
-// response head itself; the body ends when the connection closes, so no
-// chunked encoding is needed.
-func (s *session) serveConn(conn net.Conn, h http.Header, hello []byte, sr *streamRequest, c uint64, start time.Time) {
+// serveConn streams to a connection taken over from net/http, after the
+// response head and first event in first.
+func (s *session) serveConn(conn net.Conn, first []byte, sr *streamRequest, c uint64, start time.Time) {
 	ctx, cancel := context.WithCancel(context.Background())
 	readerDone := make(chan struct{})
 	defer func() {
@@ -274,16 +280,7 @@ func (s *session) serveConn(conn net.Conn, h http.Header, hello []byte, sr *stre
 	s.mu.Lock()
 	s.conn = conn
 	s.mu.Unlock()
-	head := make([]byte, 0, 256)
-	head = append(head, "HTTP/1.1 200 OK\r\n"...)
-	var hb bytes.Buffer
-	_ = h.Write(&hb)
-	head = append(head, hb.Bytes()...)
-	head = append(head, "Connection: close\r\n\r\n"...)
-	err := s.write(head)
-	if err == nil {
-		err = s.write(hello)
-	}
+	err := s.write(first)
 	if err == nil {
 		err = s.flush()
 	}
