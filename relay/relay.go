@@ -22,7 +22,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
 )
@@ -264,12 +263,4 @@ func (r *Relay) Handler() http.Handler {
 func (r *Relay) retryHint() int64 {
 	base := r.cfg.Retry.Milliseconds()
 	return base + rand.Int64N(base+1)
-}
-
-// natsDown reports whether an error means NATS or JetStream is unavailable.
-func natsDown(err error) bool {
-	return errors.Is(err, nats.ErrNoResponders) || errors.Is(err, nats.ErrTimeout) ||
-		errors.Is(err, nats.ErrConnectionClosed) || errors.Is(err, nats.ErrDisconnected) ||
-		errors.Is(err, context.DeadlineExceeded) || errors.Is(err, jetstream.ErrNoStreamResponse) ||
-		errors.Is(err, nats.ErrConnectionReconnecting)
 }

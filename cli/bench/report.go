@@ -148,8 +148,6 @@ type StormReport struct {
 	CPU             *CPUWindow `json:"cpu,omitempty"` // reconnect to the last client caught up
 }
 
-func f1(v float64) string { return fmt.Sprintf("%.1f", v) }
-
 func lat(l Latency) string {
 	if l.Count == 0 {
 		return "-"
