@@ -69,6 +69,7 @@ func serveFlags() []cli.Flag {
 		intFlag("max-header-bytes", 16<<10, "HTTP request header limit"),
 		strFlag("cors-origins", "", "comma-separated origins allowed by CORS, or *"),
 		boolFlag("no-demo", "do not serve the demo page at /"),
+		boolFlag("h2c", "also accept HTTP/2 without TLS (prior knowledge), e.g. from an Envoy or nginx sidecar"),
 		strFlag("debug-listen", "", "address for Go's pprof profiles (/debug/pprof/), e.g. 127.0.0.1:6060; empty: off"),
 	}
 }
@@ -203,6 +204,12 @@ func serve(c *cli.Context) error {
 		IdleTimeout:       2 * time.Minute,
 		// No WriteTimeout: it would cut every stream. Streams set a deadline per write.
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
+	if c.Bool("h2c") {
+		var p http.Protocols
+		p.SetHTTP1(true)
+		p.SetUnencryptedHTTP2(true)
+		hs.Protocols = &p
 	}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- hs.Serve(ln) }()

@@ -1,0 +1,64 @@
+package relay
+
+import (
+	"bufio"
+	"context"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestHTTP2Stream: over HTTP/2 (cleartext, as from a proxy sidecar) the
+// connection cannot be taken over, and the stream runs inside net/http:
+// events arrive as they are published, and resume works the same way.
+func TestHTTP2Stream(t *testing.T) {
+	e := newEnv(t)
+	// A second server on the same relay that speaks h2c.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var p http.Protocols
+	p.SetHTTP1(true)
+	p.SetUnencryptedHTTP2(true)
+	srv := &http.Server{Handler: e.relay.Handler(), Protocols: &p, ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() {
+		e.relay.Drain()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+	})
+	var cp http.Protocols
+	cp.SetUnencryptedHTTP2(true)
+	tr := &http.Transport{Protocols: &cp}
+	t.Cleanup(tr.CloseIdleConnections)
+	client := &http.Client{Transport: tr}
+
+	first := e.publish("sse.demo.alice", "one")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+ln.Addr().String()+"/v1/events?app_id=demo&last_event_id="+itoa(first-1), nil)
+	req.Header.Set("Authorization", "Bearer "+token(t, "alice"))
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.ProtoMajor != 2 || resp.StatusCode != http.StatusOK || resp.Header.Get("X-Connection-Id") == "" {
+		t.Fatalf("got %s %d, X-Connection-Id %q", resp.Proto, resp.StatusCode, resp.Header.Get("X-Connection-Id"))
+	}
+	s := &sseStream{Resp: resp, br: bufio.NewReader(resp.Body), cancel: cancel}
+	s.Connected(t)
+	s.ExpectIDs(t, first) // replayed
+	live := e.publish("sse.demo.alice", "two")
+	ev := s.MustNext(t)
+	if ev.ID != itoa(live) || !strings.Contains(ev.Data, "two") {
+		t.Fatalf("live event over HTTP/2: %+v", ev)
+	}
+	if n := e.relay.OpenStreams(); n != 1 {
+		t.Fatalf("open streams %d, want 1", n)
+	}
+}
