@@ -30,6 +30,7 @@ func serveFlags() []cli.Flag {
 		strFlag("data-dir", "./sserelay-data", "embedded JetStream store directory"),
 		strFlag("nats-listen", "127.0.0.1:4222", "embedded server's client address for outside publishers, or off"),
 		strFlag("server-name", "", "embedded server name (default: host name)"),
+		strFlag("store-sync", "2m", "embedded store fsync interval, or always (fsync before every acknowledgement: survives power loss, costs throughput)"),
 		strFlag("js-domain", "", "JetStream domain (leaf-node setups)"),
 		durFlag("drain-timeout", 5*time.Second, "on SIGTERM, time for open streams to close before the process stops"),
 		strFlag("jwt-secret", "", "HS256 secret for tokens"),
@@ -123,10 +124,16 @@ func serve(c *cli.Context) error {
 		if listen == "off" {
 			listen = ""
 		}
-		srv, err = embedded.Start(ctx, embedded.Options{
+		eo := embedded.Options{
 			Name: c.String("server-name"), StoreDir: c.String("data-dir"), Listen: listen,
 			Logger: log.With("component", "nats"),
-		})
+		}
+		if sync := c.String("store-sync"); sync == "always" {
+			eo.SyncAlways = true
+		} else if eo.SyncInterval, err = time.ParseDuration(sync); err != nil || eo.SyncInterval <= 0 {
+			return fmt.Errorf("--store-sync must be a positive duration or always, not %q", sync)
+		}
+		srv, err = embedded.Start(ctx, eo)
 		if err != nil {
 			return err
 		}

@@ -29,6 +29,13 @@ type Options struct {
 	// MaxMemory and MaxStore cap JetStream memory and file storage in bytes;
 	// 0 lets the server pick a share of the machine.
 	MaxMemory, MaxStore int64
+	// SyncInterval is how often the store is flushed to disk with fsync
+	// (0: the server's default, 2 minutes). Every acknowledged event is
+	// written to the operating system before the ack either way, so a
+	// killed process loses nothing; SyncAlways (fsync before each ack) also
+	// covers a machine that loses power, at a large cost per publish.
+	SyncInterval time.Duration
+	SyncAlways   bool
 	// LeafRemote, when set, makes the server a leaf node of that cluster URL.
 	LeafRemote string
 	// Logger receives the server's log lines; nil discards them.
@@ -59,6 +66,8 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 		JetStreamMaxMemory: o.MaxMemory,
 		JetStreamMaxStore:  o.MaxStore,
 		DontListen:         o.Listen == "",
+		SyncInterval:       o.SyncInterval,
+		SyncAlways:         o.SyncAlways,
 		// Lame duck only matters with a listener; keep it short so that a
 		// sidecar fits in a default termination grace period.
 		LameDuckDuration:    5 * time.Second,

@@ -60,3 +60,23 @@ func TestStartRequiresStoreDir(t *testing.T) {
 		t.Fatal("Start without StoreDir succeeded")
 	}
 }
+
+func TestSyncOptionsReachJetStream(t *testing.T) {
+	ctx := context.Background()
+	s, err := Start(ctx, Options{StoreDir: t.TempDir(), SyncAlways: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Shutdown()
+	if c := s.NATS().JetStreamConfig(); c == nil || !c.SyncAlways {
+		t.Fatalf("JetStream config %+v, want SyncAlways", c)
+	}
+	s2, err := Start(ctx, Options{StoreDir: t.TempDir(), SyncInterval: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Shutdown()
+	if c := s2.NATS().JetStreamConfig(); c == nil || c.SyncInterval != 5*time.Second || c.SyncAlways {
+		t.Fatalf("JetStream config %+v, want SyncInterval 5s", c)
+	}
+}
