@@ -90,6 +90,16 @@ func serve(c *cli.Context) error {
 		return err
 	}
 	slog.SetDefault(log)
+	if err := run(c, log); err != nil {
+		// In the log too: with --log-format json that is where operators look.
+		log.Error("sserelay stopped", "err", err)
+		return err
+	}
+	return nil
+}
+
+func run(c *cli.Context, log *slog.Logger) error {
+	var err error
 	ctx, stop := signal.NotifyContext(c.Context, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 
