@@ -37,9 +37,8 @@ const (
 // A frame is one encoded event, shared by every session that receives it:
 // the dispatcher encodes once per event, never per recipient.
 type frame struct {
-	seq    uint64
-	connID string // sender to exclude ("" = none)
-	buf    []byte // the complete SSE block
+	seq uint64
+	buf []byte // the complete SSE block
 }
 
 // dispatch is the consumer's message handler. The ordered consumer calls it
@@ -51,11 +50,7 @@ func (r *Relay) dispatch(msg jetstream.Msg) {
 		return
 	}
 	hdr := msg.Headers()
-	var connID, connUser string
-	if len(hdr) > 0 {
-		connID, connUser = hdr.Get(HeaderConnectionID), hdr.Get(HeaderConnectionUser)
-	}
-	r.deliver(meta.Sequence.Stream, msg.Subject(), hdr.Get(HeaderEvent), connID, connUser, msg.Data())
+	r.deliver(meta.Sequence.Stream, msg.Subject(), hdr.Get(HeaderEvent), hdr.Get(HeaderConnectionID), hdr.Get(HeaderConnectionUser), msg.Data())
 }
 
 // deliver dispatches one stored event: it moves the cursor and queues the
@@ -98,7 +93,7 @@ func (r *Relay) deliver(seq uint64, subj, event, connID, connUser string, data [
 		if f == nil {
 			// Sized for the usual case (no line breaks in data): one allocation.
 			buf := make([]byte, 0, 40+len(event)+len(data))
-			f = &frame{seq: seq, connID: connID, buf: sse.AppendEvent(buf, seq, event, data)}
+			f = &frame{seq: seq, buf: sse.AppendEvent(buf, seq, event, data)}
 		}
 		s.enqueue(f)
 	}
