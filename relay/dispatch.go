@@ -66,10 +66,33 @@ func (r *Relay) deliver(seq uint64, subj, event, connID, connUser string, data [
 		r.log.Warn("dropped event: Sse-Event cannot be written safely", "subject", subj, "seq", seq, "event", event)
 	}
 
+	direct := r.deliverLocked(seq, key, topic, event, connID, connUser, data, ok)
+	// Writes to idle connections happen outside the registry lock: they are
+	// quick (non-blocking) but many, and registrations must not wait on them.
+	for _, s := range direct.sessions {
+		s.writeDirect(direct.f)
+		s.wmu.Unlock()
+	}
+	clear(direct.sessions)
+	r.directBuf = direct.sessions[:0]
+}
+
+// maxDirect bounds the direct writes per event (measured: broadcasting to
+// 5,000 streams from the dispatcher alone took p50 from 60 ms to over 1 s).
+const maxDirect = 32
+
+type directWrites struct {
+	f        *frame
+	sessions []*session // each with wmu held
+}
+
+func (r *Relay) deliverLocked(seq uint64, key, topic, event, connID, connUser string, data []byte, ok bool) directWrites {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	direct := directWrites{sessions: r.directBuf[:0]}
+	r.directBuf = nil
 	if seq <= r.cursor {
-		return // already dispatched; the consumer never does this, but the cursor must not go back
+		return direct // already dispatched; the consumer never does this, but the cursor must not go back
 	}
 	if r.cursor != 0 && seq > r.cursor+1 {
 		// The consumer filters the whole stream, so a jump means events were
@@ -83,20 +106,31 @@ func (r *Relay) deliver(seq uint64, subj, event, connID, connUser string, data [
 		r.ring.push(ringEntry{seq: seq, key: key, topic: topic, event: event, connID: connID, connUser: connUser, data: data, bad: !ok})
 	}
 	if !ok {
-		return
+		return direct
 	}
-	var f *frame
 	for s := range r.feeds[key] {
 		if !topicMatches(s.topics, topic) || excludes(connID, connUser, s.connID, s.user) {
 			continue
 		}
-		if f == nil {
+		if direct.f == nil {
 			// Sized for the usual case (no line breaks in data): one allocation.
 			buf := make([]byte, 0, 40+len(event)+len(data))
-			f = &frame{seq: seq, buf: sse.AppendEvent(buf, seq, event, data)}
+			direct.f = &frame{seq: seq, buf: sse.AppendEvent(buf, seq, event, data)}
 		}
-		s.enqueue(f)
+		// An idle session is written to directly (after the lock); a busy
+		// one gets the event in its queue, behind what it already has. A
+		// large fan-out goes through the queues too: the sessions'
+		// goroutines write in parallel, the dispatcher alone would not.
+		if len(direct.sessions) < maxDirect && s.wmu.TryLock() {
+			if s.idle() {
+				direct.sessions = append(direct.sessions, s)
+				continue
+			}
+			s.wmu.Unlock()
+		}
+		s.enqueue(direct.f)
 	}
+	return direct
 }
 
 // resetAllLocked queues a reset event with id seq for every session.

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/sserelay/sserelay/relay/auth"
@@ -206,6 +207,7 @@ func (r *Relay) serveEvents(w http.ResponseWriter, req *http.Request) {
 	for _, f := range sr.feeds {
 		s.keys = append(s.keys, sr.app+"."+f)
 	}
+	s.wmu.Lock() // the session writes first (head, catch-up); released when it waits for events
 	r.sessions.Add(1)
 	c := r.register(s)
 	start := time.Now()
@@ -277,6 +279,9 @@ func (s *session) serveConn(conn net.Conn, first []byte, sr *streamRequest, c ui
 		}
 	}()
 	s.out = &connSink{conn: conn}
+	if sc, ok := conn.(syscall.Conn); ok {
+		s.raw, _ = sc.SyscallConn()
+	}
 	s.mu.Lock()
 	s.conn = conn
 	s.mu.Unlock()

@@ -39,6 +39,9 @@ type Relay struct {
 	cursor uint64     // last stream sequence dispatched
 	feeds  map[string]map[*session]struct{}
 	ring   *ring // recent events for fast resumes; nil when off
+	// directBuf is the dispatcher's reusable list of idle sessions it
+	// writes to after releasing the lock (owned by the dispatcher).
+	directBuf []*session
 
 	replaySlots chan struct{}
 	open        atomic.Int64 // open SSE streams

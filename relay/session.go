@@ -7,6 +7,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/sserelay/sserelay/relay/sse"
@@ -48,7 +49,13 @@ type session struct {
 	keepaliveDue atomic.Bool
 	expired      atomic.Bool
 
-	// Owned by the writer goroutine.
+	// wmu is held by whoever writes to the client: the session's goroutine
+	// at all times except while it waits for work, and the dispatcher when
+	// it writes an event straight to an idle connection. It guards the
+	// fields below.
+	wmu      sync.Mutex
+	raw      syscall.RawConn // for the dispatcher's non-blocking writes; nil on HTTP/2
+	partial  []byte          // the unwritten rest of such a write, written first by the session
 	out      sink
 	lastSent uint64 // resume position: the client has every event of its filter up to here
 	active   bool   // something was written since the last keepalive tick
@@ -153,8 +160,26 @@ func (s *session) stream(ctx context.Context, hasID bool, lastID, c uint64, expi
 		return errDraining // drain began between the request's check and registration
 	}
 	for {
+		s.wmu.Unlock()
+		var event bool
 		select {
 		case <-s.wake:
+			event = true
+		case <-s.ctl:
+		}
+		s.wmu.Lock()
+		if len(s.partial) > 0 {
+			err := s.write(s.partial)
+			s.partial = nil
+			if err == nil {
+				err = s.flush()
+			}
+			if err != nil {
+				return err
+			}
+		}
+		switch {
+		case event:
 			frames, overflow := s.take()
 			if overflow {
 				s.r.metrics.overflows.Add(1)
@@ -169,7 +194,7 @@ func (s *session) stream(ctx context.Context, hasID bool, lastID, c uint64, expi
 			if err != nil {
 				return err
 			}
-		case <-s.ctl:
+		default:
 			switch {
 			case ctx.Err() != nil:
 				return errClientGone
@@ -194,6 +219,44 @@ func (s *session) stream(ctx context.Context, hasID bool, lastID, c uint64, expi
 				s.active = false
 				keepalive.Reset(s.r.cfg.Keepalive)
 			}
+		}
+	}
+}
+
+// idle reports whether the dispatcher may write f straight to the client:
+// nothing is queued or half written before it. Called with wmu held.
+func (s *session) idle() bool {
+	if s.raw == nil || len(s.partial) > 0 {
+		return false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.queue) == 0 && !s.overflow
+}
+
+// writeDirect writes f without blocking, from the dispatcher, saving the
+// hand-over to the session's goroutine: the common case of an idle client
+// with room in its socket buffer. What does not fit is left for the session,
+// which is woken to write it with the usual deadline. Called with wmu held.
+func (s *session) writeDirect(f *frame) {
+	if f.seq <= s.lastSent {
+		return
+	}
+	s.r.metrics.delivered.Add(1) // before the client can see it
+	n := 0
+	err := s.raw.Write(func(fd uintptr) bool {
+		n, _ = syscall.Write(int(fd), f.buf) // EAGAIN or an error: n < 0, the session finds out
+		return true                          // never wait for the socket
+	})
+	if err != nil || n < 0 {
+		n = 0
+	}
+	s.lastSent, s.active = f.seq, true
+	if n < len(f.buf) {
+		s.partial = f.buf[n:]
+		select {
+		case s.wake <- struct{}{}:
+		default:
 		}
 	}
 }
