@@ -190,7 +190,10 @@ func (s *session) stream(ctx context.Context, hasID bool, lastID, c uint64, expi
 			}
 			err := s.writeFrames(frames)
 			clear(frames)
-			s.spare = frames[:0]
+			s.spare = nil
+			if cap(frames) <= 64 { // a burst's large queue is not kept by an idle stream
+				s.spare = frames[:0]
+			}
 			if err != nil {
 				return err
 			}
