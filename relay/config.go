@@ -123,10 +123,8 @@ func (c *Config) setDefaults() error {
 	setDefault(&c.MaxPublishBytes, 64<<10)
 	setDefault(&c.PublishTimeout, 5*time.Second)
 	setDefault(&c.RequestTimeout, 5*time.Second)
-	for _, p := range []string{c.SubjectPrefix} {
-		if !ValidTopic(p) {
-			return fmt.Errorf("%w: subject prefix %q", ErrInvalidConfig, p)
-		}
+	if !ValidTopic(c.SubjectPrefix) {
+		return fmt.Errorf("%w: subject prefix %q", ErrInvalidConfig, c.SubjectPrefix)
 	}
 	if c.ReplayBatch < 1 || c.MaxReplays < 1 || c.QueueEvents < 1 || c.QueueBytes < 1 {
 		return fmt.Errorf("%w: replay batch, max replays and queue limits must be positive", ErrInvalidConfig)

@@ -203,7 +203,7 @@ type directGetRequest struct {
 	MaxBytes   int    `json:"max_bytes,omitempty"`
 }
 
-func (rd *storeReader) request(ctx context.Context, req directGetRequest) error {
+func (rd *storeReader) request(req directGetRequest) error {
 	body, _ := json.Marshal(req)
 	subj := rd.r.apiPfx + "DIRECT.GET." + rd.r.cfg.Stream
 	if err := rd.r.cfg.Conn.PublishRequest(subj, rd.inbox, body); err != nil {
@@ -230,7 +230,7 @@ func (rd *storeReader) next(ctx context.Context) (*nats.Msg, error) {
 
 // exists reports whether the stream still holds sequence seq.
 func (rd *storeReader) exists(ctx context.Context, seq uint64) (bool, error) {
-	if err := rd.request(ctx, directGetRequest{Seq: seq}); err != nil {
+	if err := rd.request(directGetRequest{Seq: seq}); err != nil {
 		return false, err
 	}
 	m, err := rd.next(ctx)
@@ -255,7 +255,7 @@ func (rd *storeReader) batch(ctx context.Context, subject string, from, to uint6
 	if span := to - from + 1; span < uint64(size) {
 		size = int(span)
 	}
-	if err := rd.request(ctx, directGetRequest{Seq: from, NextBySubj: subject, Batch: size, MaxBytes: rd.r.cfg.ReplayBytes}); err != nil {
+	if err := rd.request(directGetRequest{Seq: from, NextBySubj: subject, Batch: size, MaxBytes: rd.r.cfg.ReplayBytes}); err != nil {
 		return nil, 0, false, err
 	}
 	next, more = from, true
