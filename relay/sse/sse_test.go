@@ -1,8 +1,6 @@
 package sse
 
 import (
-	"bufio"
-	"bytes"
 	"strconv"
 	"strings"
 	"testing"
@@ -39,51 +37,12 @@ func TestAppendEvent(t *testing.T) {
 	}
 }
 
-// parse is a minimal parser following WHATWG HTML §9.2.5/9.2.6, used to check
-// that what we write round-trips to what a browser would dispatch.
+// parse decodes stream with the spec decoder: the id, event name and data of
+// every dispatched event.
 func parse(t *testing.T, stream string) (ids, events, datas []string) {
 	t.Helper()
-	sc := bufio.NewScanner(strings.NewReader(stream))
-	sc.Split(func(b []byte, atEOF bool) (int, []byte, error) {
-		if i := bytes.IndexAny(b, "\r\n"); i >= 0 {
-			if b[i] == '\r' && i+1 < len(b) && b[i+1] == '\n' {
-				return i + 2, b[:i], nil
-			}
-			if b[i] == '\r' && i+1 == len(b) && !atEOF {
-				return 0, nil, nil
-			}
-			return i + 1, b[:i], nil
-		}
-		if atEOF && len(b) > 0 {
-			return len(b), nil, nil // incomplete last line is dropped
-		}
-		return 0, nil, nil
-	})
-	var id, ev, data string
-	hasData := false
-	for sc.Scan() {
-		line := sc.Text()
-		if line == "" {
-			if hasData {
-				ids, events, datas = append(ids, id), append(events, ev), append(datas, strings.TrimSuffix(data, "\n"))
-			}
-			ev, data, hasData = "", "", false
-			continue
-		}
-		if line[0] == ':' {
-			continue
-		}
-		field, value, _ := strings.Cut(line, ":")
-		value = strings.TrimPrefix(value, " ")
-		switch field {
-		case "id":
-			id = value
-		case "event":
-			ev = value
-		case "data":
-			data += value + "\n"
-			hasData = true
-		}
+	for _, ev := range decodeAll(t, stream) {
+		ids, events, datas = append(ids, ev.ID), append(events, ev.Type), append(datas, ev.Data)
 	}
 	return ids, events, datas
 }
@@ -121,11 +80,11 @@ func FuzzAppendEvent(f *testing.F) {
 	f.Add("a\r\nb\rc\nd")
 	f.Fuzz(func(t *testing.T, data string) {
 		out := string(AppendEvent(nil, 5, "", []byte(data)))
-		_, _, datas := parse(t, out)
-		want := strings.NewReplacer("\r\n", "\n", "\r", "\n").Replace(data)
-		if len(datas) != 1 || datas[0] != want {
-			t.Fatalf("round trip of %q gave %q", data, datas)
+		evs := decodeAll(t, out)
+		if len(evs) != 1 {
+			t.Fatalf("round trip of %q gave %q", data, evs)
 		}
+		checkEvent(t, evs[0], Event{ID: "5", Data: data})
 	})
 }
 
