@@ -15,7 +15,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/sserelay/sserelay/cli/bench"
+	"github.com/sserelay/sserelay/cli/internal/bench"
 )
 
 func benchFlags() []cli.Flag {
