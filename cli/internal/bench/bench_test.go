@@ -95,9 +95,9 @@ func runOK(t *testing.T, cfg Config) *Report {
 	return rep
 }
 
-func wantCounts(t *testing.T, what string, got Counts, received int64) {
+func wantCounts(t *testing.T, what string, got tally, received int64) {
 	t.Helper()
-	want := Counts{Expected: received, Received: received}
+	want := tally{Expected: received, Received: received}
 	if got != want {
 		t.Errorf("%s: counts %+v, want %+v", what, got, want)
 	}
@@ -127,7 +127,7 @@ func TestPerUserNATS(t *testing.T) {
 
 func TestBroadcastHTTP(t *testing.T) {
 	url, _ := testRelay(t)
-	rep := runOK(t, Config{URL: url, Mode: ModeBroadcast, Streams: 20, Events: 200, Publisher: PublisherHTTP, Publishers: 4, Idle: -1})
+	rep := runOK(t, Config{URL: url, Mode: modeBroadcast, Streams: 20, Events: 200, Publisher: publisherHTTP, Publishers: 4, Idle: -1})
 	if rep.Publish.Acked != 200 || rep.Publish.Errors != 0 {
 		t.Errorf("publish: %+v", rep.Publish)
 	}
@@ -175,7 +175,7 @@ func TestStormShared(t *testing.T) {
 func TestCheck(t *testing.T) {
 	s := &stream{base: 100, got: []uint32{1, 2, 2, 5, 4, 7}}
 	c := check(s, []uint64{90, 101, 102, 103, 104, 105, 106})
-	want := Counts{Expected: 6, Received: 6, Missing: 2, Duplicate: 1, OutOfOrder: 1, Unexpected: 1}
+	want := tally{Expected: 6, Received: 6, Missing: 2, Duplicate: 1, OutOfOrder: 1, Unexpected: 1}
 	if c != want {
 		t.Errorf("check = %+v, want %+v", c, want)
 	}

@@ -75,8 +75,8 @@ func (h *hist) record(shard int, v int64) {
 	}
 }
 
-// Latency summarises a histogram in milliseconds.
-type Latency struct {
+// latency summarises a histogram in milliseconds.
+type latency struct {
 	Count  uint64  `json:"count"`
 	MeanMs float64 `json:"mean_ms"`
 	P50Ms  float64 `json:"p50_ms"`
@@ -89,7 +89,7 @@ type Latency struct {
 func ms(ns int64) float64 { return float64(ns) / float64(time.Millisecond) }
 
 // summary merges the shards and returns the quantiles.
-func (h *hist) summary() Latency {
+func (h *hist) summary() latency {
 	var counts [numBuckets]uint64
 	var n uint64
 	var sum, mx int64
@@ -104,7 +104,7 @@ func (h *hist) summary() Latency {
 		mx = max(mx, s.max.Load())
 	}
 	if n == 0 {
-		return Latency{}
+		return latency{}
 	}
 	q := func(p float64) float64 {
 		rank := uint64(p*float64(n) + 0.5)
@@ -117,16 +117,16 @@ func (h *hist) summary() Latency {
 		}
 		return ms(mx)
 	}
-	return Latency{
+	return latency{
 		Count: n, MeanMs: ms(sum / int64(n)),
 		P50Ms: q(0.50), P90Ms: q(0.90), P99Ms: q(0.99), P999Ms: q(0.999), MaxMs: ms(mx),
 	}
 }
 
 // durations summarises a small set of exact samples (catch-up times).
-func durationSummary(ds []time.Duration) Latency {
+func durationSummary(ds []time.Duration) latency {
 	if len(ds) == 0 {
-		return Latency{}
+		return latency{}
 	}
 	s := append([]time.Duration(nil), ds...)
 	slices.Sort(s)
@@ -139,7 +139,7 @@ func durationSummary(ds []time.Duration) Latency {
 		i = min(max(i, 0), len(s)-1)
 		return ms(int64(s[i]))
 	}
-	return Latency{
+	return latency{
 		Count: uint64(len(s)), MeanMs: ms(int64(sum) / int64(len(s))),
 		P50Ms: at(0.5), P90Ms: at(0.9), P99Ms: at(0.99), P999Ms: at(0.999), MaxMs: ms(int64(s[len(s)-1])),
 	}

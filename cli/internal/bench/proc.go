@@ -170,8 +170,8 @@ func sampleCPU(pid int) cpuSample {
 	return s
 }
 
-// CPUWindow is the CPU used during one phase, in seconds and in cores.
-type CPUWindow struct {
+// cpuWindow is the CPU used during one phase, in seconds and in cores.
+type cpuWindow struct {
 	Seconds      float64 `json:"seconds"`                  // wall time of the window
 	RelayCPU     float64 `json:"relay_cpu_seconds"`        // relay user+system time (0 when its pid is unknown)
 	BenchCPU     float64 `json:"bench_cpu_seconds"`        // this load tool
@@ -184,8 +184,8 @@ type CPUWindow struct {
 	RelayKnown   bool    `json:"relay_known"`
 }
 
-func cpuWindow(a, b cpuSample) CPUWindow {
-	w := CPUWindow{Seconds: b.at.Sub(a.at).Seconds(), RelayKnown: a.relayOK && b.relayOK}
+func cpuBetween(a, b cpuSample) cpuWindow {
+	w := cpuWindow{Seconds: b.at.Sub(a.at).Seconds(), RelayKnown: a.relayOK && b.relayOK}
 	if w.RelayKnown {
 		w.RelayCPU = (b.relay - a.relay).Seconds()
 	}

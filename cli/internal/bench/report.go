@@ -12,20 +12,20 @@ import (
 // failed or dropped, or a resume did not complete.
 type Report struct {
 	RunID    string          `json:"run_id"`
-	Config   ReportConfig    `json:"config"`
-	Machine  Machine         `json:"machine"`
-	Connect  *ConnectReport  `json:"connect,omitempty"`
-	Publish  *PublishReport  `json:"publish,omitempty"`
-	Delivery *DeliveryReport `json:"delivery,omitempty"`
-	Relay    RelayReport     `json:"relay"`
-	Resume   *ResumeReport   `json:"resume,omitempty"`
-	Storm    *StormReport    `json:"storm,omitempty"`
+	Config   reportConfig    `json:"config"`
+	Machine  machineReport   `json:"machine"`
+	Connect  *connectReport  `json:"connect,omitempty"`
+	Publish  *publishReport  `json:"publish,omitempty"`
+	Delivery *deliveryReport `json:"delivery,omitempty"`
+	Relay    relayReport     `json:"relay"`
+	Resume   *resumeReport   `json:"resume,omitempty"`
+	Storm    *stormReport    `json:"storm,omitempty"`
 	Failures []string        `json:"failures"`
 	OK       bool            `json:"ok"`
 }
 
-// ReportConfig echoes the scenario.
-type ReportConfig struct {
+// reportConfig echoes the scenario.
+type reportConfig struct {
 	URL          string  `json:"url"`
 	NATSURL      string  `json:"nats_url,omitempty"`
 	Mode         string  `json:"mode"`
@@ -45,28 +45,28 @@ type ReportConfig struct {
 	StormShared  bool    `json:"storm_shared,omitempty"`
 }
 
-// Machine describes where the run happened: the load averages show whether
+// machineReport describes where the run happened: the load averages show whether
 // other work shared the cores.
-type Machine struct {
+type machineReport struct {
 	CPUs         int    `json:"cpus"`
 	LoadAvgStart string `json:"loadavg_start"`
 	LoadAvgEnd   string `json:"loadavg_end"`
 	OpenFiles    uint64 `json:"bench_open_files_limit"`
 }
 
-// ConnectReport is the opening of the streams.
-type ConnectReport struct {
+// connectReport is the opening of the streams.
+type connectReport struct {
 	Requested int      `json:"requested"`
 	Connected int      `json:"connected"`
 	Failed    int      `json:"failed"`
 	Errors    []string `json:"errors,omitempty"`
 	Seconds   float64  `json:"seconds"`
 	PerSecond float64  `json:"per_second"`
-	Latency   Latency  `json:"latency"` // request to sserelay.connected
+	Latency   latency  `json:"latency"` // request to sserelay.connected
 }
 
-// PublishReport is the main publish phase.
-type PublishReport struct {
+// publishReport is the main publish phase.
+type publishReport struct {
 	Via            string   `json:"via"`
 	Sent           int64    `json:"sent"`
 	Acked          int64    `json:"acked"`
@@ -74,25 +74,25 @@ type PublishReport struct {
 	ErrorKinds     []string `json:"error_kinds,omitempty"`
 	Seconds        float64  `json:"seconds"` // first send to last acknowledgement
 	AckedPerSecond float64  `json:"acked_per_second"`
-	AckLatency     Latency  `json:"ack_latency"`
+	AckLatency     latency  `json:"ack_latency"`
 }
 
-// DeliveryReport is what the streams received during the main phase.
-type DeliveryReport struct {
-	Streams     int      `json:"streams"` // streams checked (those connected)
-	Counts      Counts   `json:"counts"`
-	Problems    []string `json:"problems,omitempty"` // the first streams with missing, duplicate or reordered events
-	Dropped     int      `json:"dropped"`            // streams that ended before the run did
-	DropErrors  []string `json:"drop_errors,omitempty"`
-	Seconds     float64  `json:"seconds"` // first publish to last delivery
-	PerSecond   float64  `json:"per_second"`
-	Latency     Latency  `json:"latency"` // end to end, from the payload's send time
-	Settled     bool     `json:"settled"` // every expected event arrived before --settle ran out
-	RelayCounts Metrics  `json:"relay_metrics"`
+// deliveryReport is what the streams received during the main phase.
+type deliveryReport struct {
+	Streams     int          `json:"streams"` // streams checked (those connected)
+	Counts      tally        `json:"counts"`
+	Problems    []string     `json:"problems,omitempty"` // the first streams with missing, duplicate or reordered events
+	Dropped     int          `json:"dropped"`            // streams that ended before the run did
+	DropErrors  []string     `json:"drop_errors,omitempty"`
+	Seconds     float64      `json:"seconds"` // first publish to last delivery
+	PerSecond   float64      `json:"per_second"`
+	Latency     latency      `json:"latency"` // end to end, from the payload's send time
+	Settled     bool         `json:"settled"` // every expected event arrived before --settle ran out
+	RelayCounts relayMetrics `json:"relay_metrics"`
 }
 
-// Metrics are deltas of the relay's own counters over the main phase.
-type Metrics struct {
+// relayMetrics are deltas of the relay's own counters over the main phase.
+type relayMetrics struct {
 	Delivered int64 `json:"delivered"`
 	Overflows int64 `json:"queue_overflows"`
 	Replays   int64 `json:"replays"`
@@ -101,8 +101,8 @@ type Metrics struct {
 	OK        bool  `json:"ok"` // /metrics was readable
 }
 
-// RelayReport is the relay process, when its pid is known.
-type RelayReport struct {
+// relayReport is the relay process, when its pid is known.
+type relayReport struct {
 	PID              int        `json:"pid,omitempty"`
 	OpenFilesLimit   string     `json:"open_files_limit,omitempty"`
 	OpenStreams      int64      `json:"open_streams_after_connect"` // its sserelay_open_streams gauge
@@ -111,13 +111,13 @@ type RelayReport struct {
 	RSSEndKiB        int64      `json:"rss_end_kib,omitempty"`
 	RSSPerStreamKiB  float64    `json:"rss_per_idle_stream_kib,omitempty"`
 	ThreadsIdle      int64      `json:"threads_idle,omitempty"`
-	PublishCPU       *CPUWindow `json:"publish_cpu,omitempty"` // first publish to last delivery
+	PublishCPU       *cpuWindow `json:"publish_cpu,omitempty"` // first publish to last delivery
 	CPUPerEventUs    float64    `json:"cpu_per_event_us,omitempty"`
 	CPUPerDeliveryUs float64    `json:"cpu_per_delivery_us,omitempty"`
 }
 
-// ResumeReport is --resume-missed: one client catching up K events.
-type ResumeReport struct {
+// resumeReport is --resume-missed: one client catching up K events.
+type resumeReport struct {
 	Missed          int        `json:"missed"`
 	Acked           int64      `json:"acked"`
 	PublishSeconds  float64    `json:"publish_seconds"`
@@ -126,13 +126,13 @@ type ResumeReport struct {
 	ConnectMs       float64    `json:"connect_ms"`       // request to sserelay.connected
 	CatchUpSeconds  float64    `json:"catch_up_seconds"` // request to the last missed event
 	EventsPerSecond float64    `json:"events_per_second"`
-	Counts          Counts     `json:"counts"`
-	CPU             *CPUWindow `json:"cpu,omitempty"`
+	Counts          tally      `json:"counts"`
+	CPU             *cpuWindow `json:"cpu,omitempty"`
 	CPUPerEventUs   float64    `json:"cpu_per_event_us,omitempty"`
 }
 
-// StormReport is --resume-storm: M clients resuming at once.
-type StormReport struct {
+// stormReport is --resume-storm: M clients resuming at once.
+type stormReport struct {
 	Clients         int        `json:"clients"`
 	MissedEach      int        `json:"missed_each"`
 	Shared          bool       `json:"shared_feed"` // every client reads one feed
@@ -142,20 +142,20 @@ type StormReport struct {
 	Errors          []string   `json:"errors,omitempty"`
 	DuringMain      bool       `json:"during_main_phase"` // live traffic ran meanwhile
 	AllCaughtUpSecs float64    `json:"all_caught_up_seconds"`
-	CatchUp         Latency    `json:"catch_up"`          // per client, request to its last missed event
-	LiveDuring      Latency    `json:"live_during_storm"` // latency of the main streams meanwhile
-	Counts          Counts     `json:"counts"`
-	CPU             *CPUWindow `json:"cpu,omitempty"` // reconnect to the last client caught up
+	CatchUp         latency    `json:"catch_up"`          // per client, request to its last missed event
+	LiveDuring      latency    `json:"live_during_storm"` // latency of the main streams meanwhile
+	Counts          tally      `json:"counts"`
+	CPU             *cpuWindow `json:"cpu,omitempty"` // reconnect to the last client caught up
 }
 
-func lat(l Latency) string {
+func lat(l latency) string {
 	if l.Count == 0 {
 		return "-"
 	}
 	return fmt.Sprintf("p50 %.2f  p90 %.2f  p99 %.2f  p99.9 %.2f  max %.2f ms  (n=%d)", l.P50Ms, l.P90Ms, l.P99Ms, l.P999Ms, l.MaxMs, l.Count)
 }
 
-func counts(c Counts) string {
+func countsText(c tally) string {
 	s := fmt.Sprintf("expected %d  received %d  missing %d  duplicate %d  out-of-order %d", c.Expected, c.Received, c.Missing, c.Duplicate, c.OutOfOrder)
 	if c.Unexpected+c.Stale+c.BadID+c.Resets > 0 {
 		s += fmt.Sprintf("  unexpected %d  stale %d  bad-id %d  resets %d", c.Unexpected, c.Stale, c.BadID, c.Resets)
@@ -163,7 +163,7 @@ func counts(c Counts) string {
 	return s
 }
 
-func cpu(w *CPUWindow) string {
+func cpu(w *cpuWindow) string {
 	if w == nil {
 		return "-"
 	}
@@ -225,7 +225,7 @@ func (r *Report) WriteText(w io.Writer) error {
 	}
 	if d := r.Delivery; d != nil {
 		sec("delivery")
-		row("counts", "%s", counts(d.Counts))
+		row("counts", "%s", countsText(d.Counts))
 		row("streams", "%d checked, %d dropped, settled %v", d.Streams, d.Dropped, d.Settled)
 		for _, e := range d.DropErrors {
 			row("drop", "%s", e)
@@ -254,7 +254,7 @@ func (r *Report) WriteText(w io.Writer) error {
 		row("all caught up", "%.3f s", s.AllCaughtUpSecs)
 		row("catch-up per client", "%s", lat(s.CatchUp))
 		row("live latency meanwhile", "%s", lat(s.LiveDuring))
-		row("counts", "%s", counts(s.Counts))
+		row("counts", "%s", countsText(s.Counts))
 		if s.CPU != nil && s.CPU.RelayKnown {
 			row("relay CPU", "%s", cpu(s.CPU))
 		}
@@ -266,7 +266,7 @@ func (r *Report) WriteText(w io.Writer) error {
 		sec("resume")
 		row("missed", "%d (%d acked, published in %.2f s)", s.Missed, s.Acked, s.PublishSeconds)
 		row("catch-up", "%.3f s, %.0f events/s, connected in %.1f ms, completed %v", s.CatchUpSeconds, s.EventsPerSecond, s.ConnectMs, s.Completed)
-		row("counts", "%s", counts(s.Counts))
+		row("counts", "%s", countsText(s.Counts))
 		if s.CPU != nil && s.CPU.RelayKnown {
 			row("relay CPU", "%s", cpu(s.CPU))
 			if s.CPUPerEventUs > 0 {

@@ -15,7 +15,7 @@ import (
 type stormRun struct {
 	first   []*stream // the first connections, to learn each position
 	clients []*stream // the reconnections
-	report  *StormReport
+	report  *stormReport
 }
 
 func (r *runner) userStream(idx int, user string) *stream {
@@ -26,7 +26,7 @@ func (r *runner) userStream(idx int, user string) *stream {
 // publishes StormMissed events to each of their feeds.
 func (r *runner) prepareStorm(ctx context.Context) (*stormRun, error) {
 	m := r.cfg.ResumeStorm
-	st := &stormRun{report: &StormReport{Clients: m, MissedEach: r.cfg.StormMissed, Shared: r.cfg.StormShared}}
+	st := &stormRun{report: &stormReport{Clients: m, MissedEach: r.cfg.StormMissed, Shared: r.cfg.StormShared}}
 	st.first = make([]*stream, m)
 	shared := -1
 	if r.cfg.StormShared {
@@ -138,7 +138,7 @@ wait:
 		st.report.AllCaughtUpSecs = time.Unix(0, lastAt).Sub(start).Seconds()
 		c1.at = time.Unix(0, lastAt)
 	}
-	w := cpuWindow(c0, c1)
+	w := cpuBetween(c0, c1)
 	st.report.CPU = &w
 	st.report.CatchUp = durationSummary(durations)
 	st.report.LiveDuring = h.summary()
@@ -155,9 +155,9 @@ wait:
 
 // resumeMissed is --resume-missed: a client leaves, K events are published
 // to its feed, and it comes back with Last-Event-ID.
-func (r *runner) resumeMissed(ctx context.Context) (*ResumeReport, error) {
+func (r *runner) resumeMissed(ctx context.Context) (*resumeReport, error) {
 	k := r.cfg.ResumeMissed
-	rr := &ResumeReport{Missed: k}
+	rr := &resumeReport{Missed: k}
 	first := r.userStream(0, r.id+"-r0")
 	cr := r.connect(ctx, []*stream{first}, 0, 4096)
 	if cr.Connected == 0 {
@@ -202,7 +202,7 @@ func (r *runner) resumeMissed(ctx context.Context) (*ResumeReport, error) {
 		c1 := sampleCPU(r.cfg.RelayPID)
 		c1.at = time.Unix(0, at)
 		c0.at = start
-		w := cpuWindow(c0, c1)
+		w := cpuBetween(c0, c1)
 		rr.CPU = &w
 		rr.Completed = true
 		rr.CatchUpSeconds = time.Unix(0, at).Sub(start).Seconds()

@@ -34,7 +34,7 @@ type Spawned struct {
 	URL     string // http://127.0.0.1:PORT
 	NATSURL string // nats://127.0.0.1:PORT
 	PID     int
-	Dir     string // data directory and log file
+	dir     string // data directory and log file
 	cmd     *exec.Cmd
 	exited  chan struct{}
 	waitErr error
@@ -91,7 +91,7 @@ func Spawn(ctx context.Context, o SpawnOptions) (*Spawned, error) {
 	}
 	s := &Spawned{
 		URL: "http://127.0.0.1:" + strconv.Itoa(httpPort), NATSURL: "nats://127.0.0.1:" + strconv.Itoa(natsPort),
-		PID: cmd.Process.Pid, Dir: dir, cmd: cmd, exited: make(chan struct{}),
+		PID: cmd.Process.Pid, dir: dir, cmd: cmd, exited: make(chan struct{}),
 	}
 	go func() { s.waitErr = cmd.Wait(); close(s.exited) }()
 	logf("spawned relay pid %d on %s, NATS %s, data %s", s.PID, s.URL, s.NATSURL, dir)
@@ -131,8 +131,8 @@ func (s *Spawned) Stop() string {
 		_ = s.cmd.Process.Kill()
 		<-s.exited
 	}
-	t := tail(filepath.Join(s.Dir, "relay.log"))
-	os.RemoveAll(s.Dir)
+	t := tail(filepath.Join(s.dir, "relay.log"))
+	os.RemoveAll(s.dir)
 	return t
 }
 
