@@ -1,6 +1,7 @@
 package k8s_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -11,10 +12,15 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/yaml"
 )
 
 // The pod tests run the images for real under podman (a Debian package): the relay's image built from the
@@ -22,7 +28,8 @@ import (
 // prebuilt-binary form with the scratch base), and the sidecar Deployment under `podman kube play`.
 //
 // Podman needs the runc runtime on this machine kind (crun fails on hybrid cgroups) and
-// `default_ulimits = []` under [containers] in /etc/containers/containers.conf; .ci/run sets both up.
+// `default_ulimits = []` under [containers] in /etc/containers/containers.conf, and kube play needs catatonit
+// for its pause image; .ci/run sets all of it up.
 
 // suffix keeps the names of this run's images, containers and pods apart from other runs on the machine.
 var suffix = fmt.Sprintf("e2e-%d", os.Getpid())
@@ -222,5 +229,215 @@ func TestImage(t *testing.T) {
 	}
 	if l := logs(); !strings.Contains(l, "data_dir=/data") {
 		t.Errorf("the store is not in /data:\n%s", l)
+	}
+}
+
+// podmanDeployment turns the sidecar Deployment into what podman 4.3's `kube play` can run, changing only
+// what podman lacks or what the test must set:
+//   - native sidecars: podman runs an init container with restartPolicy: Always to completion before the
+//     app starts, so the relay would block the pod; it becomes the first of the regular containers (the
+//     app retries its NATS connection until the relay is up, as an app should anyway);
+//   - Secrets: secretKeyRef values become literal values (kube play reads podman secrets, not the Secret
+//     objects of a cluster);
+//   - resourceFieldRef (GOMEMLIMIT from the memory limit) is dropped;
+//   - images become the ones built here, and the HTTP ports get host ports on 127.0.0.1.
+func podmanDeployment(t *testing.T, file, name string, secret string, hostPorts map[string]int32) []byte {
+	t.Helper()
+	data, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	obj, err := decodeStrict(data)
+	if err != nil {
+		t.Fatalf("%s: %v", file, err)
+	}
+	d, ok := obj.(*appsv1.Deployment)
+	if !ok {
+		t.Fatalf("%s: %T, want a Deployment", file, obj)
+	}
+	d.Name = name
+	spec := &d.Spec.Template.Spec
+	var inits []corev1.Container
+	var sidecars []corev1.Container
+	for _, c := range spec.InitContainers {
+		if c.RestartPolicy != nil && *c.RestartPolicy == corev1.ContainerRestartPolicyAlways {
+			c.RestartPolicy = nil
+			sidecars = append(sidecars, c)
+		} else {
+			inits = append(inits, c)
+		}
+	}
+	if len(sidecars) == 0 {
+		t.Fatalf("%s: no native sidecar: the transformation has nothing to move", file)
+	}
+	spec.InitContainers = inits
+	spec.Containers = append(sidecars, spec.Containers...)
+	for i := range spec.Containers {
+		c := &spec.Containers[i]
+		if isRelay(c) {
+			c.Image = relayImage
+		} else {
+			c.Image = appImage
+		}
+		var env []corev1.EnvVar
+		for _, e := range c.Env {
+			switch {
+			case e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil:
+				env = append(env, corev1.EnvVar{Name: e.Name, Value: secret})
+			case e.ValueFrom != nil && e.ValueFrom.ResourceFieldRef != nil:
+			default:
+				env = append(env, e)
+			}
+		}
+		c.Env = env
+		for port, host := range hostPorts {
+			if c.Name != strings.SplitN(port, "/", 2)[0] {
+				continue
+			}
+			p := resolveNamedPort(t, c, strings.SplitN(port, "/", 2)[1])
+			c.Ports = append(c.Ports[:0:0], corev1.ContainerPort{Name: "http", ContainerPort: p, HostPort: host, HostIP: "127.0.0.1", Protocol: corev1.ProtocolTCP})
+		}
+	}
+	out, err := yaml.Marshal(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// resolveNamedPort returns the container port named name, or the number name itself.
+func resolveNamedPort(t *testing.T, c *corev1.Container, name string) int32 {
+	t.Helper()
+	for _, p := range c.Ports {
+		if p.Name == name {
+			return p.ContainerPort
+		}
+	}
+	n, err := strconv.Atoi(name)
+	if err != nil {
+		t.Fatalf("container %s has no port %s", c.Name, name)
+	}
+	return int32(n)
+}
+
+// TestKubePlaySidecar runs k8s/sidecar's Deployment under `podman kube play`: the relay and the example app
+// in one pod, sharing its loopback. A browser's token comes from the app, its stream from the relay, and an
+// event the app publishes to 127.0.0.1:4222 reaches the stream with the id the app was told.
+func TestKubePlaySidecar(t *testing.T) {
+	buildImages(t)
+	const secret = "kube-play-secret-of-at-least-32-bytes"
+	relayPort, appPort := freeLoopbackPort(t), freeLoopbackPort(t)
+	name := "sserelay-sidecar-" + suffix
+	manifest := podmanDeployment(t, "sidecar/deployment.yaml", name, secret,
+		map[string]int32{"sserelay/http": int32(relayPort), "app/3000": int32(appPort)})
+	// kube play builds an image from a directory named like an image, if there is one: run it elsewhere.
+	dir := t.TempDir()
+	file := filepath.Join(dir, "pod.yaml")
+	if err := os.WriteFile(file, manifest, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	mustPodman(t, dir, "kube", "play", file)
+	pod := name + "-pod-0"
+	t.Cleanup(func() {
+		if _, err := podman(t, dir, "kube", "down", file); err != nil {
+			t.Log(err)
+		}
+	})
+	logs := func() string {
+		var b strings.Builder
+		for _, c := range []string{"sserelay", "app"} {
+			fmt.Fprintf(&b, "---- %s:\n%s\n", c, podmanLogs(t, pod+"-"+c))
+		}
+		return b.String()
+	}
+	base := fmt.Sprintf("http://127.0.0.1:%d", relayPort)
+	waitHTTP(t, base+"/readyz", http.StatusOK, time.Minute, logs)
+	appBase := fmt.Sprintf("http://127.0.0.1:%d", appPort)
+	waitHTTP(t, appBase+"/healthz", http.StatusOK, time.Minute, logs)
+
+	var tok struct{ Token string }
+	getJSON(t, appBase+"/token?user=alice", &tok)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, base+"/v1/events?app_id=example", nil)
+	req.Header.Set("Authorization", "Bearer "+tok.Token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(resp.Body)
+		t.Fatalf("GET /v1/events: %d %s", resp.StatusCode, b)
+	}
+	events := make(chan sseEvent, 16)
+	go readSSE(resp.Body, events)
+	if ev := <-events; ev.event != "sserelay.connected" {
+		t.Fatalf("first event %+v, want sserelay.connected", ev)
+	}
+
+	presp, err := http.Post(appBase+"/say?user=alice", "text/plain", strings.NewReader("hello from the app container"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var said struct{ Seq uint64 }
+	err = json.NewDecoder(presp.Body).Decode(&said)
+	presp.Body.Close()
+	if presp.StatusCode != http.StatusOK || err != nil || said.Seq == 0 {
+		t.Fatalf("POST /say: %d %v %+v\n%s", presp.StatusCode, err, said, logs())
+	}
+	select {
+	case ev, ok := <-events:
+		if !ok {
+			t.Fatalf("stream ended before the event\n%s", logs())
+		}
+		if ev.id != strconv.FormatUint(said.Seq, 10) || ev.data != "hello from the app container" {
+			t.Errorf("got %+v, want id %d with the app's data", ev, said.Seq)
+		}
+	case <-ctx.Done():
+		t.Fatalf("no event within a minute\n%s", logs())
+	}
+}
+
+func getJSON(t *testing.T, url string, v any) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(resp.Body)
+		t.Fatalf("GET %s: %d %s", url, resp.StatusCode, b)
+	}
+	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+}
+
+type sseEvent struct{ id, event, data string }
+
+// readSSE parses an SSE body into events (comments and retry fields skipped) until it ends.
+func readSSE(r io.Reader, out chan<- sseEvent) {
+	defer close(out)
+	sc := bufio.NewScanner(r)
+	var ev sseEvent
+	var data []string
+	for sc.Scan() {
+		line := sc.Text()
+		switch {
+		case line == "":
+			if data != nil || ev.event != "" {
+				ev.data = strings.Join(data, "\n")
+				out <- ev
+			}
+			ev, data = sseEvent{}, nil
+		case strings.HasPrefix(line, "id: "):
+			ev.id = strings.TrimPrefix(line, "id: ")
+		case strings.HasPrefix(line, "event: "):
+			ev.event = strings.TrimPrefix(line, "event: ")
+		case strings.HasPrefix(line, "data: "):
+			data = append(data, strings.TrimPrefix(line, "data: "))
+		}
 	}
 }
