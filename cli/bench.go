@@ -34,7 +34,8 @@ func benchFlags() []cli.Flag {
 		floatFlag("connect-rate", 2000, "streams opened per second (0: as fast as --connect-concurrency allows)"),
 		intFlag("connect-concurrency", 256, "stream connects in progress at once"),
 		durFlag("connect-timeout", 30*time.Second, "time for a stream to get its sserelay.connected event"),
-		durFlag("idle", 2*time.Second, "wait after connecting before reading the relay's idle RSS"),
+		intFlag("source-addrs", 0, "spread the streams over this many loopback source addresses from 127.0.0.1 (each has its own ephemeral port range; 0: one per 16,384 connections when the relay is on 127.0.0.0/8)"),
+		durFlag("idle", 2*time.Second, "wait after connecting, before reading the relay's idle RSS; its CPU over this window is the cost of idle streams and their keepalives (use several keepalive intervals)"),
 		intFlag("read-buffer", 4096, "read buffer per stream in bytes"),
 		floatFlag("rate", 1000, "events published per second (0: as fast as possible)"),
 		durFlag("duration", 10*time.Second, "publish phase length (0 with --events 0: no publish phase, e.g. to measure idle memory)"),
@@ -72,14 +73,15 @@ func runBench(c *cli.Context) error {
 	if c.Bool("quiet") {
 		logf = func(string, ...any) {}
 	}
+	// Before anything opens files, and before a spawned relay inherits it.
 	if _, err := bench.RaiseFileLimit(); err != nil {
-		logf("cannot raise the open files limit: %v", err)
+		fmt.Fprintf(c.App.ErrWriter, "bench: %v\n", err) // even with --quiet: the run may fail for it
 	}
 	cfg := bench.Config{
 		URL: c.String("url"), NATSURL: c.String("nats-url"), RelayPID: c.Int("relay-pid"),
 		App: c.String("app"), SubjectPrefix: c.String("subject-prefix"),
 		Mode: bench.Mode(c.String("mode")), Feed: c.String("feed"), Streams: c.Int("streams"),
-		ConnectRate: c.Float64("connect-rate"), ConnectConcurrency: c.Int("connect-concurrency"),
+		ConnectRate: c.Float64("connect-rate"), ConnectConcurrency: c.Int("connect-concurrency"), SourceAddrs: c.Int("source-addrs"),
 		ConnectTimeout: c.Duration("connect-timeout"), Idle: c.Duration("idle"), ReadBuffer: c.Int("read-buffer"),
 		Rate: c.Float64("rate"), Duration: c.Duration("duration"), Events: c.Int("events"),
 		Publisher: bench.Publisher(c.String("publisher")), Publishers: c.Int("publishers"), MaxInflight: c.Int("max-inflight"),

@@ -21,9 +21,20 @@ import (
 
 var testSecret = []byte("bench-test-secret-0123456789abcdef")
 
+// relayOptions change the test relay.
+type relayOptions struct {
+	keepalive time.Duration                       // the relay's (0: its default)
+	onConn    func(c net.Conn, st http.ConnState) // the HTTP server's ConnState hook
+}
+
 // testRelay starts embedded NATS (with a loopback listener for the bench's
 // publisher), a relay and an HTTP server on 127.0.0.1, all in this process.
 func testRelay(t *testing.T) (httpURL, natsURL string) {
+	t.Helper()
+	return testRelayWith(t, relayOptions{})
+}
+
+func testRelayWith(t *testing.T, o relayOptions) (httpURL, natsURL string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -52,7 +63,7 @@ func testRelay(t *testing.T) (httpURL, natsURL string) {
 	if os.Getenv("BENCH_TEST_LOG") != "" {
 		log = slog.New(slog.NewTextHandler(os.Stderr, nil))
 	}
-	r, err := relay.New(relay.Config{Conn: nc, Verifier: v, Logger: log})
+	r, err := relay.New(relay.Config{Conn: nc, Verifier: v, Logger: log, Keepalive: o.keepalive})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -63,7 +74,7 @@ func testRelay(t *testing.T) (httpURL, natsURL string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := &http.Server{Handler: r.Handler(), ReadHeaderTimeout: 5 * time.Second}
+	srv := &http.Server{Handler: r.Handler(), ReadHeaderTimeout: 5 * time.Second, ConnState: o.onConn}
 	go func() { _ = srv.Serve(ln) }()
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

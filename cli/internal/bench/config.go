@@ -24,6 +24,14 @@ const (
 	publisherHTTP Publisher = "http" // POST /v1/publish, Publishers concurrent requests
 )
 
+// Source addresses: 127.0.0.1 to 127.0.0.250, one per connsPerSourceAddr
+// connections unless told otherwise, which leaves room in each address's
+// ephemeral port range.
+const (
+	maxSourceAddrs     = 250
+	connsPerSourceAddr = 16384
+)
+
 // errInvalidConfig is wrapped by configuration errors.
 var errInvalidConfig = errors.New("invalid bench config")
 
@@ -53,8 +61,17 @@ type Config struct {
 	ConnectRate        float64
 	ConnectConcurrency int
 	ConnectTimeout     time.Duration
-	// Idle is the wait after connecting, before the idle RSS is read
-	// (default 2 s; negative: none).
+	// SourceAddrs spreads the streams' connections over this many loopback
+	// source addresses, 127.0.0.1 onward: the kernel gives each source
+	// address its own range of ephemeral ports (about 28,000 by default), so
+	// one address cannot hold 100,000 streams. 0: one per 16,384
+	// connections when the relay is on 127.0.0.0/8, else the kernel's
+	// choice.
+	SourceAddrs int
+	// Idle is the wait after connecting, before the idle RSS is read; the
+	// relay's CPU over it is its cost of idle streams, keepalives included
+	// (default 2 s; negative: none). A window of several keepalive intervals
+	// makes that figure mean something.
 	Idle time.Duration
 	// ReadBuffer is each stream's read buffer in bytes (default 4096; it
 	// grows for longer lines). The --resume-missed client reads with 256 KiB,
@@ -146,6 +163,8 @@ func (c *Config) setDefaults() error {
 		return fmt.Errorf("%w: publisher %q (want nats or http)", errInvalidConfig, c.Publisher)
 	case c.Publisher == publisherNATS && c.NATSURL == "":
 		return fmt.Errorf("%w: the NATS URL is required to publish through NATS", errInvalidConfig)
+	case c.SourceAddrs < 0 || c.SourceAddrs > maxSourceAddrs:
+		return fmt.Errorf("%w: source addresses %d (want 0 to %d)", errInvalidConfig, c.SourceAddrs, maxSourceAddrs)
 	case c.Streams < 0 || c.Rate < 0 || c.Events < 0 || c.ResumeMissed < 0 || c.ResumeStorm < 0 || c.StormMissed < 0 || c.ReadBuffer < 512:
 		return fmt.Errorf("%w: negative count or rate, or read buffer below 512 bytes", errInvalidConfig)
 	case (c.Duration > 0 || c.Events > 0) && c.Streams == 0:
@@ -163,7 +182,7 @@ func (c *Config) echo() reportConfig {
 	e := reportConfig{
 		URL: c.URL, NATSURL: c.NATSURL, Mode: string(c.Mode), Streams: c.Streams, ConnectRate: c.ConnectRate,
 		Rate: c.Rate, Duration: c.Duration.String(), Events: c.Events, Publisher: string(c.Publisher),
-		PayloadBytes: c.PayloadBytes, ResumeMissed: c.ResumeMissed, ResumeStorm: c.ResumeStorm,
+		SourceAddrs: c.SourceAddrs, PayloadBytes: c.PayloadBytes, ResumeMissed: c.ResumeMissed, ResumeStorm: c.ResumeStorm,
 	}
 	if c.Mode == modeBroadcast {
 		e.Feed = c.Feed
@@ -178,4 +197,12 @@ func (c *Config) echo() reportConfig {
 		e.StormShared = c.StormShared
 	}
 	return e
+}
+
+// connections is the most client connections the run holds at once: the
+// streams, the storm's (its first connections are closed before it
+// reconnects, but their sockets may linger), the resume client, the
+// publishers.
+func (c *Config) connections() int {
+	return c.Streams + 2*c.ResumeStorm + 2 + c.Publishers
 }

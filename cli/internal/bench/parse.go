@@ -145,6 +145,8 @@ func (s *stream) line(l []byte, now int64) {
 		return
 	}
 	switch l[0] {
+	case ':':
+		s.comments.Add(1)
 	case 'i':
 		if len(l) >= 3 && string(l[:3]) == "id:" {
 			s.evID, s.evHasID = parseUint(value(l, 3))

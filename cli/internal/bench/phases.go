@@ -7,19 +7,38 @@ import (
 )
 
 // idlePhase opens the main streams, lets them idle, and reads the relay's
-// idle figures.
+// idle figures: RSS, goroutines, and its CPU over the idle window (nothing
+// is published then, so that is what idle streams and their keepalives
+// cost).
 func (r *runner) idlePhase(ctx context.Context, rep *Report) []*stream {
 	cfg, rl := r.cfg, &rep.Relay
 	main := r.mainStreams()
-	r.logf("connecting %d streams (%s) at %s/s", len(main), cfg.Mode, rate(cfg.ConnectRate))
+	r.logf("connecting %d streams (%s) at %s/s from %d source addresses", len(main), cfg.Mode, rate(cfg.ConnectRate), len(r.dialers))
 	cs := r.connect(ctx, main, cfg.ConnectRate, cfg.ReadBuffer)
 	rep.Connect = cs
 	r.logf("connected %d, failed %d in %.2f s", cs.Connected, cs.Failed, cs.Seconds)
 	if cfg.Idle > 0 {
+		c0, k0 := sampleCPU(cfg.RelayPID), keepalives(main)
 		sleep(ctx, cfg.Idle)
+		c1, k1 := sampleCPU(cfg.RelayPID), keepalives(main)
+		w := cpuBetween(c0, c1)
+		id := &idleReport{Streams: cs.Connected, Seconds: w.Seconds, CPU: &w, Keepalives: k1 - k0}
+		if n := float64(cs.Connected) * w.Seconds; n > 0 {
+			id.KeepalivesPerStreamSec = float64(id.Keepalives) / n
+			if w.RelayKnown {
+				id.CPUPerStreamSecondUs = w.RelayCPU * 1e6 / n
+			}
+		}
+		rep.Idle = id
+		r.logf("idle %.1f s: relay CPU %.2f s, %.3f µs per stream per second; %.3f keepalives per stream per second",
+			w.Seconds, w.RelayCPU, id.CPUPerStreamSecondUs, id.KeepalivesPerStreamSec)
 	}
 	if m, ok := r.scrape(); ok {
 		rl.OpenStreams = int64(m["sserelay_open_streams"])
+		rl.GoroutinesIdle = int64(m["sserelay_goroutines"])
+		if rep.Idle != nil && cs.Connected > 0 && rl.GoroutinesBase > 0 {
+			rep.Idle.GoroutinesPerStream = float64(rl.GoroutinesIdle-rl.GoroutinesBase) / float64(cs.Connected)
+		}
 	}
 	if rl.PID > 0 {
 		rl.RSSIdleKiB, _ = procRSS(rl.PID)
@@ -30,6 +49,15 @@ func (r *runner) idlePhase(ctx context.Context, rep *Report) []*stream {
 		r.logf("relay RSS %.1f MiB idle with %d streams (%.1f KiB per stream)", float64(rl.RSSIdleKiB)/1024, cs.Connected, rl.RSSPerStreamKiB)
 	}
 	return main
+}
+
+// keepalives is the comment lines the streams have received so far.
+func keepalives(streams []*stream) int64 {
+	var n int64
+	for _, s := range streams {
+		n += s.comments.Load()
+	}
+	return n
 }
 
 // mainPhase publishes the plan, waits for the deliveries, and measures.

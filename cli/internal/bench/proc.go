@@ -19,17 +19,17 @@ const clockTick = 10 * time.Millisecond
 const minCPUWindow = 0.5 // seconds
 
 // RaiseFileLimit raises the soft limit of open files to the hard limit and
-// returns it. Child processes inherit it.
+// returns it. Child processes (a spawned relay) inherit it: the Go runtime
+// raises its own limit at start too, but gives children the limit the
+// process started with unless the program sets one itself.
 func RaiseFileLimit() (uint64, error) {
 	var l syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l); err != nil {
-		return 0, err
+		return 0, fmt.Errorf("read the open files limit: %w", err)
 	}
-	if l.Cur < l.Max {
-		l.Cur = l.Max
-		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &l); err != nil {
-			return 0, err
-		}
+	l.Cur = l.Max
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &l); err != nil {
+		return 0, fmt.Errorf("raise the open files limit to %d: %w", l.Max, err)
 	}
 	return l.Cur, nil
 }

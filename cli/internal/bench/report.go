@@ -15,11 +15,13 @@ type Report struct {
 	Config   reportConfig    `json:"config"`
 	Machine  machineReport   `json:"machine"`
 	Connect  *connectReport  `json:"connect,omitempty"`
+	Idle     *idleReport     `json:"idle,omitempty"`
 	Publish  *publishReport  `json:"publish,omitempty"`
 	Delivery *deliveryReport `json:"delivery,omitempty"`
 	Relay    relayReport     `json:"relay"`
 	Resume   *resumeReport   `json:"resume,omitempty"`
 	Storm    *stormReport    `json:"storm,omitempty"`
+	Checked  checkedReport   `json:"checked"`
 	Failures []string        `json:"failures"`
 	OK       bool            `json:"ok"`
 }
@@ -32,6 +34,7 @@ type reportConfig struct {
 	Feed         string  `json:"feed,omitempty"`
 	Streams      int     `json:"streams"`
 	ConnectRate  float64 `json:"connect_rate"`
+	SourceAddrs  int     `json:"source_addrs"`
 	Rate         float64 `json:"rate"`
 	Duration     string  `json:"duration"`
 	Events       int     `json:"events,omitempty"`
@@ -63,6 +66,26 @@ type connectReport struct {
 	Seconds   float64  `json:"seconds"`
 	PerSecond float64  `json:"per_second"`
 	Latency   latency  `json:"latency"` // request to sserelay.connected
+}
+
+// checkedReport sums what every stream of the run received, checked against
+// the acknowledgements of its feed's events: the main streams, the storm's
+// and the resume client.
+type checkedReport struct {
+	Streams int   `json:"streams"`
+	Counts  tally `json:"counts"`
+}
+
+// idleReport is the streams idling after they connected: what they cost the
+// relay when nothing is published but keepalives.
+type idleReport struct {
+	Streams                int        `json:"streams"` // connected streams
+	Seconds                float64    `json:"seconds"`
+	CPU                    *cpuWindow `json:"cpu"`
+	CPUPerStreamSecondUs   float64    `json:"relay_cpu_per_stream_second_us"` // relay CPU / streams / seconds
+	Keepalives             int64      `json:"keepalives"`                     // comment lines the streams received in the window
+	KeepalivesPerStreamSec float64    `json:"keepalives_per_stream_second"`
+	GoroutinesPerStream    float64    `json:"relay_goroutines_per_stream,omitempty"` // from sserelay_goroutines
 }
 
 // publishReport is the main publish phase.
@@ -111,6 +134,8 @@ type relayReport struct {
 	RSSEndKiB        int64      `json:"rss_end_kib,omitempty"`
 	RSSPerStreamKiB  float64    `json:"rss_per_idle_stream_kib,omitempty"`
 	ThreadsIdle      int64      `json:"threads_idle,omitempty"`
+	GoroutinesBase   int64      `json:"goroutines_baseline,omitempty"` // its sserelay_goroutines gauge
+	GoroutinesIdle   int64      `json:"goroutines_idle,omitempty"`
 	PublishCPU       *cpuWindow `json:"publish_cpu,omitempty"` // first publish to last delivery
 	CPUPerEventUs    float64    `json:"cpu_per_event_us,omitempty"`
 	CPUPerDeliveryUs float64    `json:"cpu_per_delivery_us,omitempty"`
@@ -146,6 +171,7 @@ type stormReport struct {
 	LiveDuring      latency    `json:"live_during_storm"` // latency of the main streams meanwhile
 	Counts          tally      `json:"counts"`
 	CPU             *cpuWindow `json:"cpu,omitempty"` // reconnect to the last client caught up
+	checked         int        // clients whose deliveries were checked
 }
 
 func lat(l latency) string {
@@ -196,10 +222,29 @@ func (r *Report) WriteText(w io.Writer) error {
 	row("machine", "%d CPUs, load average %s at start, %s at end", r.Machine.CPUs, r.Machine.LoadAvgStart, r.Machine.LoadAvgEnd)
 	if cr := r.Connect; cr != nil {
 		sec("connect")
-		row("streams", "%d connected, %d failed of %d, in %.2f s (%.0f/s)", cr.Connected, cr.Failed, cr.Requested, cr.Seconds, cr.PerSecond)
+		row("streams", "%d connected, %d failed of %d, in %.2f s (%.0f/s), from %d source addresses", cr.Connected, cr.Failed, cr.Requested, cr.Seconds, cr.PerSecond, c.SourceAddrs)
 		row("latency", "%s", lat(cr.Latency))
 		for _, e := range cr.Errors {
 			row("error", "%s", e)
+		}
+	}
+	if id := r.Idle; id != nil {
+		sec("idle")
+		note := ""
+		if id.Keepalives == 0 {
+			note = " [none: make --idle longer than the relay's --keepalive]"
+		}
+		row("window", "%d streams for %.2f s, %d keepalives received (%.4f per stream per second)%s", id.Streams, id.Seconds, id.Keepalives, id.KeepalivesPerStreamSec, note)
+		row("relay CPU", "%s", cpu(id.CPU))
+		if id.CPU.RelayKnown {
+			note := ""
+			if id.CPU.RelayCPU < 10*clockTick.Seconds() {
+				note = " [under 10 of /proc's 10 ms CPU ticks: make --idle longer]"
+			}
+			row("CPU per idle stream", "%.3f µs per stream per second%s", id.CPUPerStreamSecondUs, note)
+		}
+		if id.GoroutinesPerStream != 0 {
+			row("goroutines per idle stream", "%.2f", id.GoroutinesPerStream)
 		}
 	}
 	rl := r.Relay
@@ -213,6 +258,9 @@ func (r *Report) WriteText(w io.Writer) error {
 			}
 		}
 		row("open streams", "%d (relay gauge after connect)", rl.OpenStreams)
+		if rl.GoroutinesIdle > 0 {
+			row("goroutines", "baseline %d  idle %d", rl.GoroutinesBase, rl.GoroutinesIdle)
+		}
 	}
 	if p := r.Publish; p != nil {
 		sec("publish")
@@ -233,15 +281,17 @@ func (r *Report) WriteText(w io.Writer) error {
 		for _, e := range d.Problems {
 			row("problem", "%s", e)
 		}
-		row("throughput", "%.0f delivered/s over %.2f s", d.PerSecond, d.Seconds)
-		row("latency", "%s", lat(d.Latency))
-		if d.RelayCounts.OK {
-			m := d.RelayCounts
-			row("relay metrics", "delivered %d  queue overflows %d  replays %d (%d events)  resets %d", m.Delivered, m.Overflows, m.Replays, m.Replayed, m.Resets)
-		}
-		row("relay CPU", "%s", cpu(rl.PublishCPU))
-		if rl.CPUPerEventUs > 0 {
-			row("CPU per event", "%.1f µs per published event, %.2f µs per delivered event", rl.CPUPerEventUs, rl.CPUPerDeliveryUs)
+		if r.Publish != nil {
+			row("throughput", "%.0f delivered/s over %.2f s", d.PerSecond, d.Seconds)
+			row("latency", "%s", lat(d.Latency))
+			if d.RelayCounts.OK {
+				m := d.RelayCounts
+				row("relay metrics", "delivered %d  queue overflows %d  replays %d (%d events)  resets %d", m.Delivered, m.Overflows, m.Replays, m.Replayed, m.Resets)
+			}
+			row("relay CPU", "%s", cpu(rl.PublishCPU))
+			if rl.CPUPerEventUs > 0 {
+				row("CPU per event", "%.1f µs per published event, %.2f µs per delivered event", rl.CPUPerEventUs, rl.CPUPerDeliveryUs)
+			}
 		}
 	}
 	if s := r.Storm; s != nil {
@@ -278,6 +328,9 @@ func (r *Report) WriteText(w io.Writer) error {
 		}
 	}
 	sec("result")
+	ch := r.Checked
+	row("checked", "%d streams: %d deliveries against %d acknowledged events (missing %d, duplicate %d, out of order %d)",
+		ch.Streams, ch.Counts.Received, ch.Counts.Expected, ch.Counts.Missing, ch.Counts.Duplicate, ch.Counts.OutOfOrder)
 	if r.OK {
 		row("OK", "no event missing, duplicated or out of order")
 	}

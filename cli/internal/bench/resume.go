@@ -149,6 +149,7 @@ wait:
 	r.after = append(r.after, func() {
 		for _, s := range st.clients {
 			st.report.Counts.add(check(s, r.feeds[s.feed].seqs))
+			st.report.checked++
 		}
 	})
 }

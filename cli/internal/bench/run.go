@@ -36,9 +36,9 @@ type runner struct {
 	cfg      Config
 	logf     func(string, ...any)
 	id       string
-	addr     string // host:port
-	host     string // Host header
-	dialer   net.Dialer
+	addr     string       // host:port
+	host     string       // Host header
+	dialers  []net.Dialer // one per source address; stream i uses dialers[i%len]
 	feeds    []feed
 	nc       *nats.Conn
 	js       jetstream.JetStream
@@ -111,6 +111,11 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 
 	// Close everything, then check what each stream received.
 	r.closeAll()
+	if rep.Delivery == nil && len(main) > 0 {
+		// No publish phase: the streams must still have received nothing
+		// and stayed open.
+		rep.Delivery = &deliveryReport{Settled: true}
+	}
 	if d := rep.Delivery; d != nil {
 		r.checkMain(d, main)
 		if w := rl.PublishCPU; w != nil && w.RelayKnown && d.Counts.Received > 0 {
@@ -136,7 +141,18 @@ func newRunner(cfg Config) (*runner, error) {
 	}
 	r := &runner{cfg: cfg, logf: cfg.Logf, id: runID(), addr: addr, host: u.Host, live: newHist(),
 		expires: time.Now().Add(24 * time.Hour)}
-	r.dialer.Timeout = cfg.ConnectTimeout
+	srcs, err := sourceAddrs(u.Hostname(), cfg.SourceAddrs, cfg.connections())
+	if err != nil {
+		return nil, err
+	}
+	r.cfg.SourceAddrs = max(1, len(srcs))
+	r.dialers = []net.Dialer{{Timeout: cfg.ConnectTimeout}}
+	if len(srcs) > 0 {
+		r.dialers = make([]net.Dialer, len(srcs))
+		for i, a := range srcs {
+			r.dialers[i] = net.Dialer{Timeout: cfg.ConnectTimeout, LocalAddr: &net.TCPAddr{IP: a.AsSlice()}}
+		}
+	}
 	if cfg.Mode == modeBroadcast && cfg.Feed == "" {
 		r.cfg.Feed = "_all_" + r.id
 	}
@@ -170,7 +186,10 @@ func (r *runner) setUp(ctx context.Context, rep *Report) error {
 		time.Sleep(200 * time.Millisecond)
 		rl.RSSBaselineKiB, _ = procRSS(pid)
 	}
-	return nil
+	if m, ok := r.scrape(); ok {
+		rep.Relay.GoroutinesBase = int64(m["sserelay_goroutines"])
+	}
+	return r.checkFileLimits(rep)
 }
 
 // mainStreams builds the streams of the main phase and their feeds.
@@ -218,85 +237,6 @@ func (r *runner) streamToken(s *stream) (string, error) {
 		feeds = []string{name}
 	}
 	return r.token(s.user, feeds, nil)
-}
-
-// connect opens streams at rate per second, at most ConnectConcurrency at a
-// time, and waits until each is connected or failed.
-func (r *runner) connect(ctx context.Context, streams []*stream, rate float64, bufSize int) *connectReport {
-	cr := &connectReport{Requested: len(streams)}
-	lat := newHist()
-	results := make(chan error, len(streams))
-	sem := make(chan struct{}, r.cfg.ConnectConcurrency)
-	onConnect := func(s *stream, err error) {
-		if err == nil {
-			lat.record(s.idx, time.Since(s.start).Nanoseconds())
-		}
-		results <- err
-		<-sem
-	}
-	errs := make(map[string]int)
-	start := time.Now()
-	launched := 0
-launch:
-	for i, s := range streams {
-		if rate > 0 {
-			due := time.Duration(float64(i) / rate * float64(time.Second))
-			if wait := due - time.Since(start); wait > time.Millisecond {
-				sleep(ctx, wait)
-			}
-		}
-		select {
-		case sem <- struct{}{}:
-		case <-ctx.Done():
-			break launch
-		}
-		tok, err := r.streamToken(s)
-		if err != nil {
-			<-sem
-			results <- err
-			launched++
-			continue
-		}
-		s.token = tok
-		s.onConnect = onConnect
-		r.launch(ctx, s, bufSize)
-		launched++
-	}
-	for range launched {
-		if err := <-results; err != nil {
-			cr.Failed++
-			errs[oneLine(err.Error())]++
-		} else {
-			cr.Connected++
-		}
-	}
-	cr.Failed += len(streams) - launched
-	cr.Seconds = time.Since(start).Seconds()
-	if cr.Seconds > 0 {
-		cr.PerSecond = float64(cr.Connected) / cr.Seconds
-	}
-	cr.Latency = lat.summary()
-	cr.Errors = kinds(errs)
-	return cr
-}
-
-func (r *runner) launch(ctx context.Context, s *stream, bufSize int) {
-	r.mu.Lock()
-	r.all = append(r.all, s)
-	r.mu.Unlock()
-	r.wg.Go(func() { s.serve(ctx, &r.dialer, r.addr, r.host, bufSize, r.cfg.ConnectTimeout) })
-}
-
-// closeAll closes every stream and waits for their goroutines.
-func (r *runner) closeAll() {
-	r.mu.Lock()
-	all := r.all
-	r.all = nil
-	r.mu.Unlock()
-	for _, s := range all {
-		s.close()
-	}
-	r.wg.Wait()
 }
 
 func (r *runner) shutdown() {

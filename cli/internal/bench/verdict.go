@@ -84,6 +84,19 @@ func (r *runner) verdict(rep *Report, ctx context.Context) {
 			f = append(f, "resume: the client did not catch up: "+s.Error)
 		}
 	}
+	ch := &rep.Checked
+	if d := rep.Delivery; d != nil {
+		ch.Streams += d.Streams
+		ch.Counts.add(d.Counts)
+	}
+	if s := rep.Storm; s != nil {
+		ch.Streams += s.checked
+		ch.Counts.add(s.Counts)
+	}
+	if s := rep.Resume; s != nil {
+		ch.Streams++
+		ch.Counts.add(s.Counts)
+	}
 	rep.Failures = f
 	if rep.Failures == nil {
 		rep.Failures = []string{}
