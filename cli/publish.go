@@ -12,6 +12,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/sserelay/sserelay/relay"
+	"github.com/sserelay/sserelay/relay/subject"
 )
 
 func publishCommand() *cli.Command {
@@ -66,7 +67,7 @@ func publishCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			msg := nats.NewMsg(relay.Subject(c.String("subject-prefix"), p.AppID, p.Feed, p.Topic))
+			msg := nats.NewMsg(subject.Join(c.String("subject-prefix"), p.AppID, p.Feed, p.Topic))
 			msg.Data = data
 			for h, v := range map[string]string{relay.HeaderEvent: p.Event, relay.HeaderConnectionID: p.ConnectionID, relay.HeaderMsgID: p.ID} {
 				if v != "" {

@@ -9,6 +9,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/sserelay/sserelay/relay/auth"
+	"github.com/sserelay/sserelay/relay/subject"
 )
 
 // TokenVerifier turns a bearer token into the claims of its user.
@@ -123,7 +124,7 @@ func (c *Config) setDefaults() error {
 	setDefault(&c.MaxPublishBytes, 64<<10)
 	setDefault(&c.PublishTimeout, 5*time.Second)
 	setDefault(&c.RequestTimeout, 5*time.Second)
-	if !ValidTopic(c.SubjectPrefix) {
+	if !subject.ValidTopic(c.SubjectPrefix) {
 		return fmt.Errorf("%w: subject prefix %q", ErrInvalidConfig, c.SubjectPrefix)
 	}
 	if c.ReplayBatch < 1 || c.MaxReplays < 1 || c.QueueEvents < 1 || c.QueueBytes < 1 {

@@ -4,6 +4,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sserelay/sserelay/relay/sse"
+	"github.com/sserelay/sserelay/relay/subject"
 )
 
 // NATS message headers of the contract.
@@ -56,7 +57,7 @@ func (r *Relay) dispatch(msg jetstream.Msg) {
 // deliver dispatches one stored event: it moves the cursor and queues the
 // event, encoded once, for every local session that wants it.
 func (r *Relay) deliver(seq uint64, subj, event, connID, connUser string, data []byte) {
-	key, topic, ok := splitSubject(r.cfg.SubjectPrefix, subj)
+	key, topic, ok := subject.Split(r.cfg.SubjectPrefix, subj)
 	if !ok {
 		r.metrics.dropped.Add(1)
 		r.log.Warn("dropped event: subject is not <prefix>.<app>.<feed>[.<topic>]", "subject", subj, "seq", seq)
@@ -109,7 +110,7 @@ func (r *Relay) deliverLocked(seq uint64, key, topic, event, connID, connUser st
 		return direct
 	}
 	for s := range r.feeds[key] {
-		if !topicMatches(s.topics, topic) || excludes(connID, connUser, s.connID, s.user) {
+		if !subject.TopicMatches(s.topics, topic) || excludes(connID, connUser, s.connID, s.user) {
 			continue
 		}
 		if direct.f == nil {

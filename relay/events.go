@@ -17,6 +17,7 @@ import (
 
 	"github.com/sserelay/sserelay/relay/auth"
 	"github.com/sserelay/sserelay/relay/sse"
+	"github.com/sserelay/sserelay/relay/subject"
 )
 
 // A streamRequest is a validated GET /v1/events request.
@@ -51,7 +52,7 @@ func (r *Relay) parseStreamRequest(req *http.Request) (*streamRequest, int, stri
 	if sr.app == "" {
 		return nil, http.StatusBadRequest, "app_id is required"
 	}
-	if err := checkToken("app_id", sr.app); err != nil {
+	if err := subject.CheckToken("app_id", sr.app); err != nil {
 		return nil, http.StatusBadRequest, err.Error()
 	}
 	sr.feeds = dedupe(q["feed"])
@@ -62,7 +63,7 @@ func (r *Relay) parseStreamRequest(req *http.Request) (*streamRequest, int, stri
 		return nil, http.StatusBadRequest, "too many feeds (at most " + strconv.Itoa(r.cfg.MaxFeeds) + ")"
 	}
 	for _, f := range sr.feeds {
-		if err := checkToken("feed", f); err != nil {
+		if err := subject.CheckToken("feed", f); err != nil {
 			return nil, http.StatusBadRequest, err.Error()
 		}
 	}
@@ -71,7 +72,7 @@ func (r *Relay) parseStreamRequest(req *http.Request) (*streamRequest, int, stri
 		return nil, http.StatusBadRequest, "too many topics (at most " + strconv.Itoa(r.cfg.MaxTopics) + ")"
 	}
 	for _, t := range sr.topics {
-		if err := checkTopic(t); err != nil {
+		if err := subject.CheckTopic(t); err != nil {
 			return nil, http.StatusBadRequest, err.Error()
 		}
 	}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/sserelay/sserelay/relay/auth"
 	"github.com/sserelay/sserelay/relay/sse"
+	"github.com/sserelay/sserelay/relay/subject"
 )
 
 // PublishRequest is the body of POST /v1/publish.
@@ -32,14 +33,14 @@ const MaxMsgIDLen = 128
 
 // Validate checks every field and returns a message for the client.
 func (p *PublishRequest) Validate() error {
-	if err := checkToken("app_id", p.AppID); err != nil {
+	if err := subject.CheckToken("app_id", p.AppID); err != nil {
 		return err
 	}
-	if err := checkToken("feed", p.Feed); err != nil {
+	if err := subject.CheckToken("feed", p.Feed); err != nil {
 		return err
 	}
 	if p.Topic != "" {
-		if err := checkTopic(p.Topic); err != nil {
+		if err := subject.CheckTopic(p.Topic); err != nil {
 			return err
 		}
 	}
@@ -125,7 +126,7 @@ func (r *Relay) servePublish(w http.ResponseWriter, req *http.Request) {
 		writeError(w, http.StatusBadRequest, "data: "+err.Error())
 		return
 	}
-	msg := nats.NewMsg(Subject(r.cfg.SubjectPrefix, p.AppID, p.Feed, p.Topic))
+	msg := nats.NewMsg(subject.Join(r.cfg.SubjectPrefix, p.AppID, p.Feed, p.Topic))
 	msg.Data = data
 	if p.Event != "" {
 		msg.Header.Set(HeaderEvent, p.Event)

@@ -24,6 +24,8 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
+
+	"github.com/sserelay/sserelay/relay/auth"
 )
 
 // Relay is an SSE relay for one JetStream stream. Create it with New, start
@@ -60,7 +62,7 @@ func New(cfg Config) (*Relay, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
 	}
-	cfg.Verifier = newTokenCache(cfg.Verifier, cfg.TokenCache)
+	cfg.Verifier = auth.NewCache(cfg.Verifier, cfg.TokenCache)
 	var js jetstream.JetStream
 	var err error
 	apiPfx := "$JS.API."

@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/sserelay/sserelay/relay/sse"
+	"github.com/sserelay/sserelay/relay/subject"
 )
 
 // errHistoryGone means the store no longer has the first event a client needs.
@@ -34,7 +35,7 @@ type replayFilter struct {
 }
 
 func (f *replayFilter) matches(key, topic string) bool {
-	return slices.Contains(f.keys, key) && topicMatches(f.topics, topic)
+	return slices.Contains(f.keys, key) && subject.TopicMatches(f.topics, topic)
 }
 
 // replay calls emit for every event of f in (from, to], in sequence order,

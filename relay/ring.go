@@ -3,6 +3,8 @@ package relay
 import (
 	"cmp"
 	"slices"
+
+	"github.com/sserelay/sserelay/relay/subject"
 )
 
 // ring holds the most recent dispatched events, so that resumes from a
@@ -121,7 +123,7 @@ func (g *ring) linked(f *replayFilter, pos, to uint64) (evs []storedEvent, ok bo
 		start := len(evs)
 		for seq := g.lastByKey[k]; seq >= pos && g.covers(seq); {
 			e := g.at(seq)
-			if seq <= to && !e.bad && topicMatches(f.topics, e.topic) && !excludes(e.connID, e.connUser, f.excludeConn, f.user) {
+			if seq <= to && !e.bad && subject.TopicMatches(f.topics, e.topic) && !excludes(e.connID, e.connUser, f.excludeConn, f.user) {
 				if len(evs) == maxLinked {
 					return nil, false
 				}

@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/sserelay/sserelay/relay"
+	"github.com/sserelay/sserelay/relay/subject"
 )
 
 // Mode is how streams map to feeds: "per-user" or "broadcast".
@@ -169,9 +169,9 @@ func (c *Config) setDefaults() error {
 		return fmt.Errorf("%w: negative count or rate, or read buffer below 512 bytes", errInvalidConfig)
 	case (c.Duration > 0 || c.Events > 0) && c.Streams == 0:
 		return fmt.Errorf("%w: a publish phase needs streams", errInvalidConfig)
-	case c.Feed != "" && !relay.ValidToken(c.Feed):
+	case c.Feed != "" && !subject.ValidToken(c.Feed):
 		return fmt.Errorf("%w: feed %q is not a valid subject token", errInvalidConfig, c.Feed)
-	case !relay.ValidToken(c.App):
+	case !subject.ValidToken(c.App):
 		return fmt.Errorf("%w: app %q is not a valid subject token", errInvalidConfig, c.App)
 	}
 	return nil

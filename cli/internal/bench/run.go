@@ -21,8 +21,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/sserelay/sserelay/relay"
 	"github.com/sserelay/sserelay/relay/auth"
+	"github.com/sserelay/sserelay/relay/subject"
 )
 
 // A feed is one feed the run publishes to, with the sequences acknowledged.
@@ -216,7 +216,7 @@ func (r *runner) mainStreams() []*stream {
 }
 
 func (r *runner) addFeed(name string) int {
-	r.feeds = append(r.feeds, feed{name: name, subject: relay.Subject(r.cfg.SubjectPrefix, r.cfg.App, name, "")})
+	r.feeds = append(r.feeds, feed{name: name, subject: subject.Join(r.cfg.SubjectPrefix, r.cfg.App, name, "")})
 	return len(r.feeds) - 1
 }
 

@@ -1,17 +1,21 @@
-package relay
+package auth
 
 import (
 	"sync"
 	"time"
-
-	"github.com/sserelay/sserelay/relay/auth"
 )
 
-// tokenCache remembers verified tokens until they expire, so that a
-// publisher sending the same token on every request, or a reconnect storm,
-// does not pay for a signature check and a JSON decode each time. Only
-// successes are kept; claims are read-only once verified.
-type tokenCache struct {
+// A TokenVerifier turns a bearer token into the claims of its user.
+// [*Verifier] and the verifier [NewCache] returns implement it.
+type TokenVerifier interface {
+	Verify(token string) (*Claims, error)
+}
+
+// CachedVerifier remembers the tokens its verifier accepted until they
+// expire, so that a publisher sending the same token on every request, or a
+// reconnect storm, does not pay for a signature check and a JSON decode each
+// time. Only successes are kept; claims are read-only once verified.
+type CachedVerifier struct {
 	v   TokenVerifier
 	max int
 	ttl time.Duration // upper bound for tokens without exp
@@ -21,18 +25,22 @@ type tokenCache struct {
 }
 
 type cachedClaims struct {
-	claims *auth.Claims
+	claims *Claims
 	until  time.Time
 }
 
-func newTokenCache(v TokenVerifier, size int) TokenVerifier {
+// NewCache returns v with a cache of at most size verified tokens, each
+// kept until it expires and at most a minute. With size <= 0 it returns v
+// itself.
+func NewCache(v TokenVerifier, size int) TokenVerifier {
 	if size <= 0 {
 		return v
 	}
-	return &tokenCache{v: v, max: size, ttl: time.Minute, m: make(map[string]cachedClaims)}
+	return &CachedVerifier{v: v, max: size, ttl: time.Minute, m: make(map[string]cachedClaims)}
 }
 
-func (c *tokenCache) Verify(token string) (*auth.Claims, error) {
+// Verify returns the claims of token, from the cache when it holds them.
+func (c *CachedVerifier) Verify(token string) (*Claims, error) {
 	now := time.Now()
 	c.mu.Lock()
 	hit, ok := c.m[token]

@@ -1,18 +1,41 @@
-package relay
+package auth
 
 import (
+	"context"
 	"strconv"
 	"testing"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
-
-	"github.com/sserelay/sserelay/relay/auth"
 )
 
+var cacheSecret = []byte("cache-test-secret-0123456789abcdef")
+
+func cacheVerifier(t testing.TB) *Verifier {
+	v, err := NewVerifier(context.Background(), Config{Secret: cacheSecret})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+// cacheToken mints a token for sub, valid for an hour, edited by mods.
+func cacheToken(t testing.TB, sub string, mods ...func(*Claims)) string {
+	t.Helper()
+	c := Claims{RegisteredClaims: jwt.RegisteredClaims{Subject: sub, ExpiresAt: jwt.NewNumericDate(time.Now().Add(time.Hour))}}
+	for _, m := range mods {
+		m(&c)
+	}
+	s, err := Sign(cacheSecret, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
 func TestTokenCache(t *testing.T) {
-	c := newTokenCache(mustVerifier(t), 4).(*tokenCache)
-	tok := token(t, "alice")
+	c := NewCache(cacheVerifier(t), 4).(*CachedVerifier)
+	tok := cacheToken(t, "alice")
 	first, err := c.Verify(tok)
 	if err != nil {
 		t.Fatal(err)
@@ -29,7 +52,7 @@ func TestTokenCache(t *testing.T) {
 	}
 
 	// A cached token still expires on time.
-	soon := token(t, "bob", func(cl *auth.Claims) { cl.ExpiresAt = jwt.NewNumericDate(time.Now().Add(1100 * time.Millisecond)) })
+	soon := cacheToken(t, "bob", func(cl *Claims) { cl.ExpiresAt = jwt.NewNumericDate(time.Now().Add(1100 * time.Millisecond)) })
 	if _, err := c.Verify(soon); err != nil {
 		t.Fatal(err)
 	}
@@ -40,23 +63,23 @@ func TestTokenCache(t *testing.T) {
 
 	// The cache stays within its size.
 	for i := range 20 {
-		if _, err := c.Verify(token(t, "u"+strconv.Itoa(i))); err != nil {
+		if _, err := c.Verify(cacheToken(t, "u"+strconv.Itoa(i))); err != nil {
 			t.Fatal(err)
 		}
 	}
 	if len(c.m) > 4 {
 		t.Fatalf("cache holds %d tokens, limit 4", len(c.m))
 	}
-	if v := newTokenCache(mustVerifier(t), -1); v == nil {
+	if v := NewCache(cacheVerifier(t), -1); v == nil {
 		t.Fatal("a disabled cache must return the verifier itself")
-	} else if _, cached := v.(*tokenCache); cached {
+	} else if _, cached := v.(*CachedVerifier); cached {
 		t.Fatal("TokenCache -1 did not turn the cache off")
 	}
 }
 
 func BenchmarkVerifyCached(b *testing.B) {
-	c := newTokenCache(mustVerifier(b), 100)
-	tok := token(b, "alice")
+	c := NewCache(cacheVerifier(b), 100)
+	tok := cacheToken(b, "alice")
 	b.ReportAllocs()
 	for b.Loop() {
 		if _, err := c.Verify(tok); err != nil {

@@ -1,4 +1,4 @@
-package relay
+package subject
 
 import (
 	"errors"
@@ -6,19 +6,19 @@ import (
 	"testing"
 )
 
-// The rules themselves are tested in package subject; here: the errors.
+// The errors of CheckToken and CheckTopic.
 func TestCheckTokenErrors(t *testing.T) {
 	for _, s := range []string{"", "a.b", "a*", "a b", strings.Repeat("x", MaxTokenLen+1)} {
-		if err := checkToken("feed", s); !errors.Is(err, ErrBadToken) {
-			t.Errorf("checkToken(%q) = %v", s, err)
+		if err := CheckToken("feed", s); !errors.Is(err, ErrBadToken) {
+			t.Errorf("CheckToken(%q) = %v", s, err)
 		}
 	}
-	if err := checkTopic("a..b"); !errors.Is(err, ErrBadToken) {
+	if err := CheckTopic("a..b"); !errors.Is(err, ErrBadToken) {
 		t.Errorf("checkTopic = %v", err)
 	}
 }
 
-func TestSplitSubject(t *testing.T) {
+func TestSplit(t *testing.T) {
 	tests := []struct {
 		subj, key, topic string
 		ok               bool
@@ -34,16 +34,16 @@ func TestSplitSubject(t *testing.T) {
 		{"ssex.app.u1", "", "", false},
 	}
 	for _, tt := range tests {
-		key, topic, ok := splitSubject("sse", tt.subj)
+		key, topic, ok := Split("sse", tt.subj)
 		if key != tt.key || topic != tt.topic || ok != tt.ok {
-			t.Errorf("splitSubject(%q) = %q, %q, %v; want %q, %q, %v", tt.subj, key, topic, ok, tt.key, tt.topic, tt.ok)
+			t.Errorf("Split(%q) = %q, %q, %v; want %q, %q, %v", tt.subj, key, topic, ok, tt.key, tt.topic, tt.ok)
 		}
 	}
-	if s := Subject("sse", "app", "u1", ""); s != "sse.app.u1" {
-		t.Errorf("Subject = %q", s)
+	if s := Join("sse", "app", "u1", ""); s != "sse.app.u1" {
+		t.Errorf("Join = %q", s)
 	}
-	if s := Subject("sse", "app", "u1", "t.x"); s != "sse.app.u1.t.x" {
-		t.Errorf("Subject = %q", s)
+	if s := Join("sse", "app", "u1", "t.x"); s != "sse.app.u1.t.x" {
+		t.Errorf("Join = %q", s)
 	}
 }
 
@@ -63,15 +63,15 @@ func TestTopicMatches(t *testing.T) {
 		{[]string{"a", "b"}, "b.c", true},
 	}
 	for _, tt := range tests {
-		if got := topicMatches(tt.topics, tt.topic); got != tt.want {
-			t.Errorf("topicMatches(%q, %q) = %v", tt.topics, tt.topic, got)
+		if got := TopicMatches(tt.topics, tt.topic); got != tt.want {
+			t.Errorf("TopicMatches(%q, %q) = %v", tt.topics, tt.topic, got)
 		}
 	}
 }
 
-func BenchmarkSplitSubject(b *testing.B) {
+func BenchmarkSplit(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
-		splitSubject("sse", "sse.myapp.user-12345.orders.eu")
+		Split("sse", "sse.myapp.user-12345.orders.eu")
 	}
 }
