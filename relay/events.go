@@ -2,17 +2,13 @@ package relay
 
 import (
 	"bytes"
-	"context"
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
-	"net"
 	"net/http"
 	"slices"
 	"strconv"
-	"strings"
-	"syscall"
 	"time"
 
 	"github.com/sserelay/sserelay/relay/auth"
@@ -105,15 +101,6 @@ func (r *Relay) parseStreamRequest(req *http.Request) (*streamRequest, int, stri
 		}
 	}
 	return sr, 0, ""
-}
-
-// eventSourceData returns data as an EventSource delivers it: CRLF and CR
-// become LF, since the stream splits data lines on all three.
-func eventSourceData(b []byte) string {
-	if !bytes.ContainsRune(b, '\r') {
-		return string(b)
-	}
-	return strings.NewReplacer("\r\n", "\n", "\r", "\n").Replace(string(b))
 }
 
 // dedupe drops repeated values, keeping the first of each.
@@ -254,113 +241,4 @@ func (r *Relay) serveEvents(w http.ResponseWriter, req *http.Request) {
 		err = s.run(req.Context(), sr.hasID, sr.lastID, c, sr.expires)
 	}
 	s.finish(err, start)
-}
-
-// serveConn streams to a connection taken over from net/http, after the
-// response head and first event in first.
-func (s *session) serveConn(conn net.Conn, first []byte, sr *streamRequest, c uint64, start time.Time) {
-	ctx, cancel := context.WithCancel(context.Background())
-	readerDone := make(chan struct{})
-	defer func() {
-		conn.Close() // also ends the reader below
-		<-readerDone
-		cancel()
-	}()
-	_ = conn.SetReadDeadline(time.Time{})
-	// The client sends nothing more: a read returns only when it goes away,
-	// which is how the stream learns of it without waiting for a write to fail.
-	go func() {
-		defer close(readerDone)
-		defer cancel()
-		var b [1]byte
-		for {
-			if _, err := conn.Read(b[:]); err != nil {
-				return
-			}
-		}
-	}()
-	s.out = &connSink{conn: conn}
-	if sc, ok := conn.(syscall.Conn); ok {
-		s.raw, _ = sc.SyscallConn()
-	}
-	s.mu.Lock()
-	s.conn = conn
-	s.mu.Unlock()
-	err := s.write(first)
-	if err == nil {
-		err = s.flush()
-	}
-	if err == nil {
-		err = s.run(ctx, sr.hasID, sr.lastID, c, sr.expires)
-	}
-	s.finish(err, start)
-}
-
-// finish unregisters the session and logs why it ended.
-func (s *session) finish(err error, start time.Time) {
-	r := s.r
-	r.unregister(s)
-	r.open.Add(-1)
-	r.sessions.Done()
-	if err == nil {
-		err = errClientGone
-	}
-	r.log.Log(context.Background(), slogLevelFor(err), "stream closed", "conn", s.connID, "user", s.user, "reason", err.Error(), "last_sent", s.lastSent, "duration", time.Since(start).Round(time.Millisecond))
-}
-
-// servePoll answers poll=1: the events after last_event_id, one page, as JSON.
-func (r *Relay) servePoll(w http.ResponseWriter, req *http.Request, sr *streamRequest) {
-	type pollEvent struct {
-		ID    string `json:"id"`
-		Event string `json:"event,omitempty"`
-		Data  string `json:"data"`
-	}
-	resp := struct {
-		Events      []pollEvent `json:"events"`
-		LastEventID string      `json:"last_event_id"`
-		Reset       string      `json:"reset,omitempty"`
-	}{Events: []pollEvent{}}
-	s := &session{r: r, connID: sr.connID, topics: sr.topics}
-	for _, f := range sr.feeds {
-		s.keys = append(s.keys, sr.app+"."+f)
-	}
-	c := r.Cursor()
-	last := c
-	switch {
-	case !sr.hasID:
-	case sr.lastID > c:
-		ls, err := r.lastSeq(req.Context())
-		if err != nil {
-			writeError(w, http.StatusServiceUnavailable, "store unavailable")
-			return
-		}
-		if sr.lastID > ls {
-			resp.Reset = ResetUnknownID
-		} else {
-			last = sr.lastID
-		}
-	default:
-		last = sr.lastID
-		full := true
-		err := r.replay(req.Context(), s.filter(), sr.lastID, c, r.cfg.PollPage, func(ev storedEvent) error {
-			resp.Events = append(resp.Events, pollEvent{ID: strconv.FormatUint(ev.seq, 10), Event: ev.event, Data: eventSourceData(ev.data)})
-			last = ev.seq
-			return nil
-		})
-		full = len(resp.Events) >= r.cfg.PollPage
-		switch {
-		case errors.Is(err, errHistoryGone):
-			resp.Events, resp.Reset, last = []pollEvent{}, ResetHistoryGone, c
-		case err != nil:
-			r.log.Warn("poll replay", "err", err)
-			writeError(w, http.StatusServiceUnavailable, "store unavailable")
-			return
-		case !full:
-			last = c // nothing more up to the cursor
-		}
-	}
-	resp.LastEventID = strconv.FormatUint(last, 10)
-	w.Header().Set("Cache-Control", "no-store")
-	w.Header().Set("X-Connection-Id", sr.connID)
-	writeJSON(w, http.StatusOK, resp)
 }

@@ -203,21 +203,6 @@ func (r *Relay) Shutdown(ctx context.Context) error {
 	return err
 }
 
-// abortAll closes the connection of every open stream that holds one.
-func (r *Relay) abortAll() {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for _, set := range r.feeds {
-		for s := range set {
-			s.mu.Lock()
-			if s.conn != nil {
-				_ = s.conn.Close()
-			}
-			s.mu.Unlock()
-		}
-	}
-}
-
 // Cursor returns the last stream sequence this relay has dispatched.
 func (r *Relay) Cursor() uint64 {
 	r.mu.Lock()
@@ -233,24 +218,8 @@ func (r *Relay) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/events", r.serveEvents)
 	mux.HandleFunc("POST /v1/publish", r.servePublish)
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
-	})
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, req *http.Request) {
-		if err := r.Ready(); err != nil {
-			writeError(w, http.StatusServiceUnavailable, "not ready: "+err.Error())
-			return
-		}
-		// The consumer retries for ever when its stream is gone, so ask
-		// JetStream too: a probe every few seconds is one cheap request.
-		ctx, cancel := context.WithTimeout(req.Context(), 2*time.Second)
-		defer cancel()
-		if _, err := r.js.Stream(ctx, r.cfg.Stream); err != nil {
-			writeError(w, http.StatusServiceUnavailable, "not ready: stream "+r.cfg.Stream+": "+err.Error())
-			return
-		}
-		writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
-	})
+	mux.HandleFunc("GET /healthz", serveHealthz)
+	mux.HandleFunc("GET /readyz", r.serveReadyz)
 	mux.HandleFunc("GET /metrics", r.serveMetrics)
 	mux.HandleFunc("GET /v1/client.js", serveClientJS)
 	if !r.cfg.NoDemo {
@@ -268,4 +237,16 @@ func (r *Relay) Handler() http.Handler {
 func (r *Relay) retryHint() int64 {
 	base := r.cfg.Retry.Milliseconds()
 	return base + rand.Int64N(base+1)
+}
+
+// dispatch is the consumer's message handler. The ordered consumer calls it
+// serially, in stream order, exactly once per stored event.
+func (r *Relay) dispatch(msg jetstream.Msg) {
+	meta, err := msg.Metadata()
+	if err != nil {
+		r.log.Error("dispatch: message without metadata", "subject", msg.Subject(), "err", err)
+		return
+	}
+	hdr := msg.Headers()
+	r.deliver(meta.Sequence.Stream, msg.Subject(), hdr.Get(HeaderEvent), hdr.Get(HeaderConnectionID), hdr.Get(HeaderConnectionUser), msg.Data())
 }

@@ -3,7 +3,6 @@ package relay
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -11,13 +10,6 @@ import (
 	"time"
 
 	"github.com/sserelay/sserelay/relay/sse"
-)
-
-// Events the relay itself sends.
-const (
-	EventConnected    = "sserelay.connected"
-	EventReset        = "sserelay.reset"
-	EventTokenExpired = "sserelay.token-expired"
 )
 
 // Why a stream ended; used in logs.
@@ -226,44 +218,6 @@ func (s *session) stream(ctx context.Context, hasID bool, lastID, c uint64, expi
 	}
 }
 
-// idle reports whether the dispatcher may write f straight to the client:
-// nothing is queued or half written before it. Called with wmu held.
-func (s *session) idle() bool {
-	if s.raw == nil || len(s.partial) > 0 {
-		return false
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(s.queue) == 0 && !s.overflow
-}
-
-// writeDirect writes f without blocking, from the dispatcher, saving the
-// hand-over to the session's goroutine: the common case of an idle client
-// with room in its socket buffer. What does not fit is left for the session,
-// which is woken to write it with the usual deadline. Called with wmu held.
-func (s *session) writeDirect(f *frame) {
-	if f.seq <= s.lastSent {
-		return
-	}
-	s.r.metrics.delivered.Add(1) // before the client can see it
-	n := 0
-	err := s.raw.Write(func(fd uintptr) bool {
-		n, _ = syscall.Write(int(fd), f.buf) // EAGAIN or an error: n < 0, the session finds out
-		return true                          // never wait for the socket
-	})
-	if err != nil || n < 0 {
-		n = 0
-	}
-	s.lastSent, s.active = f.seq, true
-	if n < len(f.buf) {
-		s.partial = f.buf[n:]
-		select {
-		case s.wake <- struct{}{}:
-		default:
-		}
-	}
-}
-
 // signal wakes the writer for something other than an event.
 func (s *session) signal() {
 	select {
@@ -272,91 +226,25 @@ func (s *session) signal() {
 	}
 }
 
-// catchUp brings the client from s.lastSent to c by reading the store, or
-// tells it with a reset event that it cannot. Live events above c wait in the
-// queue meanwhile.
-func (s *session) catchUp(ctx context.Context, c uint64) error {
-	from := s.lastSent
-	if from >= c {
-		if from > c {
-			// The client is ahead of this relay: fine if the stream has its
-			// id (the cursor will get there); another stream's id if not.
-			last, err := s.r.lastSeq(ctx)
-			if err != nil {
-				return err
-			}
-			if from > last {
-				return s.reset(c, ResetUnknownID)
-			}
-		}
-		return nil
-	}
-	select {
-	case s.r.replaySlots <- struct{}{}:
-	case <-ctx.Done():
-		return errClientGone
-	case <-s.r.drainCh:
-		return errDraining
-	}
-	defer func() { <-s.r.replaySlots }()
-	s.r.metrics.replays.Add(1)
-	n := 0
-	err := s.r.replay(ctx, s.filter(), from, c, 0, func(ev storedEvent) error {
-		s.scratch = sse.AppendEvent(s.scratch[:0], ev.seq, ev.event, ev.data)
-		if err := s.write(s.scratch); err != nil {
-			return err
-		}
-		s.lastSent = ev.seq
-		n++
-		if n%64 == 0 {
-			select {
-			case <-s.r.drainCh:
-				return errDraining // the client resumes from lastSent elsewhere
-			default:
-			}
-			return s.flush()
-		}
-		return nil
-	})
-	s.scratch = nil // idle sessions keep no buffer
-	s.r.metrics.replayed.Add(uint64(n))
-	s.r.metrics.delivered.Add(uint64(n))
-	if errors.Is(err, errHistoryGone) {
-		return s.reset(c, ResetHistoryGone)
-	}
-	if errors.Is(err, errDraining) {
-		return err
-	}
-	if err != nil {
-		return fmt.Errorf("replay (%d, %d]: %w", from, c, err)
-	}
-	s.lastSent = c
-	return s.flush()
+// A frame is one encoded event, shared by every session that receives it:
+// the dispatcher encodes once per event, never per recipient.
+type frame struct {
+	seq uint64
+	buf []byte // the complete SSE block
 }
 
-// reset tells the client it must resync, with id c so that a reconnect
-// right after it resumes from the live point.
-func (s *session) reset(c uint64, reason string) error {
-	s.r.metrics.resets(reason).Add(1)
-	s.r.log.Debug("stream reset", "conn", s.connID, "user", s.user, "reason", reason, "from", s.lastSent, "to", c)
-	if err := s.write(resetFrame(c, reason).buf); err != nil {
-		return err
-	}
-	s.lastSent = c
-	return s.flush()
+func resetFrame(seq uint64, reason string) *frame {
+	return &frame{seq: seq, buf: sse.AppendEvent(nil, seq, EventReset, []byte(`{"reason":"`+reason+`"}`))}
 }
 
-func (s *session) filter() replayFilter {
-	var subjects []string
-	pfx := s.r.cfg.SubjectPrefix + "."
-	for _, k := range s.keys {
-		if len(s.topics) == 0 {
-			subjects = append(subjects, pfx+k, pfx+k+".>")
-			continue
-		}
-		for _, t := range s.topics {
-			subjects = append(subjects, pfx+k+"."+t, pfx+k+"."+t+".>")
-		}
+// finish unregisters the session and logs why it ended.
+func (s *session) finish(err error, start time.Time) {
+	r := s.r
+	r.unregister(s)
+	r.open.Add(-1)
+	r.sessions.Done()
+	if err == nil {
+		err = errClientGone
 	}
-	return replayFilter{subjects: subjects, keys: s.keys, topics: s.topics, excludeConn: s.connID, user: s.user}
+	r.log.Log(context.Background(), slogLevelFor(err), "stream closed", "conn", s.connID, "user", s.user, "reason", err.Error(), "last_sent", s.lastSent, "duration", time.Since(start).Round(time.Millisecond))
 }

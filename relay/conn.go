@@ -1,13 +1,93 @@
 package relay
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
 	"sync"
+	"syscall"
 	"time"
 )
+
+// serveConn streams to a connection taken over from net/http, after the
+// response head and first event in first.
+func (s *session) serveConn(conn net.Conn, first []byte, sr *streamRequest, c uint64, start time.Time) {
+	ctx, cancel := context.WithCancel(context.Background())
+	readerDone := make(chan struct{})
+	defer func() {
+		conn.Close() // also ends the reader below
+		<-readerDone
+		cancel()
+	}()
+	_ = conn.SetReadDeadline(time.Time{})
+	// The client sends nothing more: a read returns only when it goes away,
+	// which is how the stream learns of it without waiting for a write to fail.
+	go func() {
+		defer close(readerDone)
+		defer cancel()
+		var b [1]byte
+		for {
+			if _, err := conn.Read(b[:]); err != nil {
+				return
+			}
+		}
+	}()
+	s.out = &connSink{conn: conn}
+	if sc, ok := conn.(syscall.Conn); ok {
+		s.raw, _ = sc.SyscallConn()
+	}
+	s.mu.Lock()
+	s.conn = conn
+	s.mu.Unlock()
+	err := s.write(first)
+	if err == nil {
+		err = s.flush()
+	}
+	if err == nil {
+		err = s.run(ctx, sr.hasID, sr.lastID, c, sr.expires)
+	}
+	s.finish(err, start)
+}
+
+// idle reports whether the dispatcher may write f straight to the client:
+// nothing is queued or half written before it. Called with wmu held.
+func (s *session) idle() bool {
+	if s.raw == nil || len(s.partial) > 0 {
+		return false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.queue) == 0 && !s.overflow
+}
+
+// writeDirect writes f without blocking, from the dispatcher, saving the
+// hand-over to the session's goroutine: the common case of an idle client
+// with room in its socket buffer. What does not fit is left for the session,
+// which is woken to write it with the usual deadline. Called with wmu held.
+func (s *session) writeDirect(f *frame) {
+	if f.seq <= s.lastSent {
+		return
+	}
+	s.r.metrics.delivered.Add(1) // before the client can see it
+	n := 0
+	err := s.raw.Write(func(fd uintptr) bool {
+		n, _ = syscall.Write(int(fd), f.buf) // EAGAIN or an error: n < 0, the session finds out
+		return true                          // never wait for the socket
+	})
+	if err != nil || n < 0 {
+		n = 0
+	}
+	s.lastSent, s.active = f.seq, true
+	if n < len(f.buf) {
+		s.partial = f.buf[n:]
+		select {
+		case s.wake <- struct{}{}:
+		default:
+		}
+	}
+}
 
 // A sink is where a session writes its stream. write may buffer; flush
 // sends what was written, with a deadline so that a client that reads

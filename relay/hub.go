@@ -1,58 +1,9 @@
 package relay
 
 import (
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/sserelay/sserelay/relay/sse"
 	"github.com/sserelay/sserelay/relay/subject"
 )
-
-// NATS message headers of the contract.
-const (
-	// HeaderConnectionID names the connection that must not receive the event.
-	HeaderConnectionID = "X-Connection-Id"
-	// HeaderEvent is the SSE event name.
-	HeaderEvent = "Sse-Event"
-	// HeaderMsgID is JetStream's de-duplication id.
-	HeaderMsgID = "Nats-Msg-Id"
-	// HeaderConnectionUser, when present, is the user whose connection
-	// X-Connection-Id names: only that user's streams with the id are
-	// skipped. POST /v1/publish sets it from the token, so that a user who
-	// learns another user's connection id cannot make them miss events on a
-	// shared feed.
-	HeaderConnectionUser = "X-Connection-User"
-)
-
-// excludes reports whether an event published by connection msgConn of
-// msgUser ("" = not said) must skip a session of user with connection conn.
-func excludes(msgConn, msgUser, conn, user string) bool {
-	return msgConn != "" && msgConn == conn && (msgUser == "" || msgUser == user)
-}
-
-// Reset reasons sent in sserelay.reset events.
-const (
-	ResetHistoryGone = "history-gone"
-	ResetUnknownID   = "unknown-id"
-)
-
-// A frame is one encoded event, shared by every session that receives it:
-// the dispatcher encodes once per event, never per recipient.
-type frame struct {
-	seq uint64
-	buf []byte // the complete SSE block
-}
-
-// dispatch is the consumer's message handler. The ordered consumer calls it
-// serially, in stream order, exactly once per stored event.
-func (r *Relay) dispatch(msg jetstream.Msg) {
-	meta, err := msg.Metadata()
-	if err != nil {
-		r.log.Error("dispatch: message without metadata", "subject", msg.Subject(), "err", err)
-		return
-	}
-	hdr := msg.Headers()
-	r.deliver(meta.Sequence.Stream, msg.Subject(), hdr.Get(HeaderEvent), hdr.Get(HeaderConnectionID), hdr.Get(HeaderConnectionUser), msg.Data())
-}
 
 // deliver dispatches one stored event: it moves the cursor and queues the
 // event, encoded once, for every local session that wants it.
@@ -78,8 +29,10 @@ func (r *Relay) deliver(seq uint64, subj, event, connID, connUser string, data [
 	r.directBuf = direct.sessions[:0]
 }
 
-// maxDirect bounds the direct writes per event (measured: broadcasting to
-// 5,000 streams from the dispatcher alone took p50 from 60 ms to over 1 s).
+// maxDirect bounds the direct writes per event: written by the dispatcher
+// alone, a large broadcast would wait for one goroutine instead of the
+// sessions' in parallel. `sserelay bench --mode broadcast` measures the
+// latency it keeps, BenchmarkDispatchBroadcast the dispatcher's share.
 const maxDirect = 32
 
 type directWrites struct {
@@ -148,10 +101,6 @@ func (r *Relay) resetAllLocked(seq uint64, reason string) {
 	}
 }
 
-func resetFrame(seq uint64, reason string) *frame {
-	return &frame{seq: seq, buf: sse.AppendEvent(nil, seq, EventReset, []byte(`{"reason":"`+reason+`"}`))}
-}
-
 // register adds s to the registry and returns the cursor at that instant:
 // every event above it will be queued for s.
 func (r *Relay) register(s *session) uint64 {
@@ -189,4 +138,19 @@ func (r *Relay) restart(s *session) uint64 {
 	s.queue, s.queueBytes, s.overflow = s.queue[:0], 0, false
 	s.mu.Unlock()
 	return r.cursor
+}
+
+// abortAll closes the connection of every open stream that holds one.
+func (r *Relay) abortAll() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, set := range r.feeds {
+		for s := range set {
+			s.mu.Lock()
+			if s.conn != nil {
+				_ = s.conn.Close()
+			}
+			s.mu.Unlock()
+		}
+	}
 }

@@ -1,0 +1,75 @@
+package relay
+
+import (
+	"bytes"
+	"errors"
+	"net/http"
+	"strconv"
+	"strings"
+)
+
+// eventSourceData returns data as an EventSource delivers it: CRLF and CR
+// become LF, since the stream splits data lines on all three.
+func eventSourceData(b []byte) string {
+	if !bytes.ContainsRune(b, '\r') {
+		return string(b)
+	}
+	return strings.NewReplacer("\r\n", "\n", "\r", "\n").Replace(string(b))
+}
+
+// servePoll answers poll=1: the events after last_event_id, one page, as JSON.
+func (r *Relay) servePoll(w http.ResponseWriter, req *http.Request, sr *streamRequest) {
+	type pollEvent struct {
+		ID    string `json:"id"`
+		Event string `json:"event,omitempty"`
+		Data  string `json:"data"`
+	}
+	resp := struct {
+		Events      []pollEvent `json:"events"`
+		LastEventID string      `json:"last_event_id"`
+		Reset       string      `json:"reset,omitempty"`
+	}{Events: []pollEvent{}}
+	s := &session{r: r, connID: sr.connID, topics: sr.topics}
+	for _, f := range sr.feeds {
+		s.keys = append(s.keys, sr.app+"."+f)
+	}
+	c := r.Cursor()
+	last := c
+	switch {
+	case !sr.hasID:
+	case sr.lastID > c:
+		ls, err := r.lastSeq(req.Context())
+		if err != nil {
+			writeError(w, http.StatusServiceUnavailable, "store unavailable")
+			return
+		}
+		if sr.lastID > ls {
+			resp.Reset = ResetUnknownID
+		} else {
+			last = sr.lastID
+		}
+	default:
+		last = sr.lastID
+		full := true
+		err := r.replay(req.Context(), s.filter(), sr.lastID, c, r.cfg.PollPage, func(ev storedEvent) error {
+			resp.Events = append(resp.Events, pollEvent{ID: strconv.FormatUint(ev.seq, 10), Event: ev.event, Data: eventSourceData(ev.data)})
+			last = ev.seq
+			return nil
+		})
+		full = len(resp.Events) >= r.cfg.PollPage
+		switch {
+		case errors.Is(err, errHistoryGone):
+			resp.Events, resp.Reset, last = []pollEvent{}, ResetHistoryGone, c
+		case err != nil:
+			r.log.Warn("poll replay", "err", err)
+			writeError(w, http.StatusServiceUnavailable, "store unavailable")
+			return
+		case !full:
+			last = c // nothing more up to the cursor
+		}
+	}
+	resp.LastEventID = strconv.FormatUint(last, 10)
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("X-Connection-Id", sr.connID)
+	writeJSON(w, http.StatusOK, resp)
+}

@@ -1,0 +1,116 @@
+package relay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+
+	"github.com/sserelay/sserelay/relay/sse"
+	"github.com/sserelay/sserelay/relay/subject"
+)
+
+// errHistoryGone means the store no longer has the first event a client needs.
+var errHistoryGone = errors.New("history gone")
+
+// replayFilter selects the events of one session from the store.
+type replayFilter struct {
+	subjects    []string // each a literal subject or ending in ".>"
+	keys        []string // the same filter as registry keys and topics
+	topics      []string
+	excludeConn string // skip events published by this connection
+	user        string // ... when published by this user or without X-Connection-User
+}
+
+func (f *replayFilter) matches(key, topic string) bool {
+	return slices.Contains(f.keys, key) && subject.TopicMatches(f.topics, topic)
+}
+
+// catchUp brings the client from s.lastSent to c by reading the store, or
+// tells it with a reset event that it cannot. Live events above c wait in the
+// queue meanwhile.
+func (s *session) catchUp(ctx context.Context, c uint64) error {
+	from := s.lastSent
+	if from >= c {
+		if from > c {
+			// The client is ahead of this relay: fine if the stream has its
+			// id (the cursor will get there); another stream's id if not.
+			last, err := s.r.lastSeq(ctx)
+			if err != nil {
+				return err
+			}
+			if from > last {
+				return s.reset(c, ResetUnknownID)
+			}
+		}
+		return nil
+	}
+	select {
+	case s.r.replaySlots <- struct{}{}:
+	case <-ctx.Done():
+		return errClientGone
+	case <-s.r.drainCh:
+		return errDraining
+	}
+	defer func() { <-s.r.replaySlots }()
+	s.r.metrics.replays.Add(1)
+	n := 0
+	err := s.r.replay(ctx, s.filter(), from, c, 0, func(ev storedEvent) error {
+		s.scratch = sse.AppendEvent(s.scratch[:0], ev.seq, ev.event, ev.data)
+		if err := s.write(s.scratch); err != nil {
+			return err
+		}
+		s.lastSent = ev.seq
+		n++
+		if n%64 == 0 {
+			select {
+			case <-s.r.drainCh:
+				return errDraining // the client resumes from lastSent elsewhere
+			default:
+			}
+			return s.flush()
+		}
+		return nil
+	})
+	s.scratch = nil // idle sessions keep no buffer
+	s.r.metrics.replayed.Add(uint64(n))
+	s.r.metrics.delivered.Add(uint64(n))
+	if errors.Is(err, errHistoryGone) {
+		return s.reset(c, ResetHistoryGone)
+	}
+	if errors.Is(err, errDraining) {
+		return err
+	}
+	if err != nil {
+		return fmt.Errorf("replay (%d, %d]: %w", from, c, err)
+	}
+	s.lastSent = c
+	return s.flush()
+}
+
+// reset tells the client it must resync, with id c so that a reconnect
+// right after it resumes from the live point.
+func (s *session) reset(c uint64, reason string) error {
+	s.r.metrics.resets(reason).Add(1)
+	s.r.log.Debug("stream reset", "conn", s.connID, "user", s.user, "reason", reason, "from", s.lastSent, "to", c)
+	if err := s.write(resetFrame(c, reason).buf); err != nil {
+		return err
+	}
+	s.lastSent = c
+	return s.flush()
+}
+
+func (s *session) filter() replayFilter {
+	var subjects []string
+	pfx := s.r.cfg.SubjectPrefix + "."
+	for _, k := range s.keys {
+		if len(s.topics) == 0 {
+			subjects = append(subjects, pfx+k, pfx+k+".>")
+			continue
+		}
+		for _, t := range s.topics {
+			subjects = append(subjects, pfx+k+"."+t, pfx+k+"."+t+".>")
+		}
+	}
+	return replayFilter{subjects: subjects, keys: s.keys, topics: s.topics, excludeConn: s.connID, user: s.user}
+}
