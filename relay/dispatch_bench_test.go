@@ -11,12 +11,14 @@ import (
 func benchRelay(b *testing.B, users, perUser int) (*Relay, []*session) {
 	b.Helper()
 	r := &Relay{cfg: Config{SubjectPrefix: "sse", QueueEvents: 1 << 20, QueueBytes: 1 << 30},
-		log: testLogger(b), metrics: newMetrics(), feeds: map[string]map[*session]struct{}{}}
+		log: testLogger(b), metrics: newMetrics()}
+	r.cfg.Logger = r.log
+	r.hub = newHub(&r.cfg, r.metrics)
 	var all []*session
 	for u := range users {
 		for range perUser {
 			s := &session{r: r, connID: "c" + strconv.Itoa(len(all)), keys: []string{"app.u" + strconv.Itoa(u)}, wake: make(chan struct{}, 1)}
-			r.register(s)
+			r.hub.register(s)
 			all = append(all, s)
 		}
 	}
@@ -49,7 +51,7 @@ func BenchmarkDispatchBroadcast(b *testing.B) {
 			seq := uint64(0)
 			for b.Loop() {
 				seq++
-				r.deliver(seq, "sse.app.u0", "refresh", "", "", data)
+				r.hub.deliver(seq, "sse.app.u0", "refresh", "", "", data)
 				if seq%64 == 0 {
 					b.StopTimer()
 					drain(all)
@@ -75,7 +77,7 @@ func BenchmarkDispatchPerUser(b *testing.B) {
 	seq := uint64(0)
 	for b.Loop() {
 		seq++
-		r.deliver(seq, subjects[seq%users], "", "", "", data)
+		r.hub.deliver(seq, subjects[seq%users], "", "", "", data)
 		if seq%4096 == 0 {
 			b.StopTimer()
 			drain(all)

@@ -176,28 +176,18 @@ func (r *Relay) serveEvents(w http.ResponseWriter, req *http.Request) {
 		r.servePoll(w, req, sr)
 		return
 	}
-	if r.draining.Load() {
+	s := newSession(r, sr.connID, sr.claims.Subject, sr.app, sr.feeds, sr.topics)
+	s.wmu.Lock() // the session writes first (head, catch-up); released when it waits for events
+	c, reg := r.hub.register(s)
+	switch reg {
+	case refusedDraining:
 		r.sendAway(w, "draining")
 		return
-	}
-	// Reserve the slot first: checking and then adding would let a burst
-	// of requests through together.
-	if n := r.open.Add(1); r.cfg.MaxStreams > 0 && n > int64(r.cfg.MaxStreams) {
-		r.open.Add(-1)
+	case refusedFull:
 		r.metrics.shed.Add(1)
 		r.sendAway(w, "busy")
 		return
 	}
-	s := &session{
-		r: r, connID: sr.connID, user: sr.claims.Subject, app: sr.app,
-		feeds: sr.feeds, topics: sr.topics, wake: make(chan struct{}, 1), ctl: make(chan struct{}, 1),
-	}
-	for _, f := range sr.feeds {
-		s.keys = append(s.keys, sr.app+"."+f)
-	}
-	s.wmu.Lock() // the session writes first (head, catch-up); released when it waits for events
-	r.sessions.Add(1)
-	c := r.register(s)
 	start := time.Now()
 	r.log.Debug("stream opened", "conn", s.connID, "user", s.user, "app", s.app, "feeds", s.feeds, "topics", s.topics, "last_event_id", sr.lastID, "has_id", sr.hasID, "cursor", c)
 

@@ -972,19 +972,19 @@ func TestEventsClientDisconnectReleasesSession(t *testing.T) {
 	e.epWaitOpen(2)
 	s.Close()
 	e.epWaitOpen(1)
-	e.relay.mu.Lock()
-	_, team := e.relay.feeds["demo.team1"]
-	n := len(e.relay.feeds["demo.alice"])
-	e.relay.mu.Unlock()
+	e.relay.hub.mu.Lock()
+	_, team := e.relay.hub.feeds["demo.team1"]
+	n := len(e.relay.hub.feeds["demo.alice"])
+	e.relay.hub.mu.Unlock()
 	if team || n != 1 {
 		t.Fatalf("registry after disconnect: team1 present %v, %d sessions on demo.alice", team, n)
 	}
 	other.Close()
 	e.epWaitOpen(0)
 	epEventually(t, "open streams metric 0", func() bool { return e.epMetric("sserelay_open_streams") == 0 })
-	e.relay.mu.Lock()
-	left := len(e.relay.feeds)
-	e.relay.mu.Unlock()
+	e.relay.hub.mu.Lock()
+	left := len(e.relay.hub.feeds)
+	e.relay.hub.mu.Unlock()
 	if left != 0 {
 		t.Fatalf("registry keeps %d keys with no stream open", left)
 	}

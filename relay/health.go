@@ -45,7 +45,7 @@ func (r *Relay) serveMetrics(w http.ResponseWriter, _ *http.Request) {
 	if r.Ready() == nil {
 		ready = 1
 	}
-	gauge("sserelay_open_streams", "Open SSE streams.", r.open.Load())
+	gauge("sserelay_open_streams", "Open SSE streams.", r.hub.openStreams())
 	gauge("sserelay_ready", "1 when the relay is ready to serve.", ready)
 	gauge("sserelay_cursor", "Last stream sequence dispatched.", r.Cursor())
 	gauge("sserelay_replays_active", "Resumes reading the store now.", len(r.replaySlots))

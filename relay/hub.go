@@ -1,24 +1,215 @@
 package relay
 
 import (
+	"log/slog"
+	"sync"
+	"sync/atomic"
+
 	"github.com/sserelay/sserelay/relay/sse"
 	"github.com/sserelay/sserelay/relay/subject"
 )
 
+// A hub is the registry of one relay's open sessions, keyed by
+// "<app>.<feed>", and the dispatcher's side of it: deliver moves the cursor
+// (the last stream sequence dispatched) and queues each event for the
+// sessions that want it, under the same lock under which a session
+// registers and takes the cursor. That lock is what makes a resume exact:
+// the session reads (E, cursor] from the store and gets everything above the
+// cursor in its queue.
+//
+// Lock order. A goroutine that holds a lock may take the locks to its right,
+// never one to its left:
+//
+//		session.wmu -> hub.mu -> session.mu
+//
+//	  - session.wmu is held by the session's goroutine while it writes; it takes
+//	    hub.mu in restart, which takes session.mu to empty the queue.
+//	  - hub.mu is held by deliver, register, unregister, restart, drain and
+//	    abortAll; under it they take session.mu (enqueue, idle, restart,
+//	    abortAll).
+//	  - The dispatcher, holding hub.mu, wants the wmu of an idle session to
+//	    write to it directly: against the order, so only with TryLock, which
+//	    never waits. It writes after releasing hub.mu, still holding wmu.
+//
+// The ring and the cursor are guarded by hub.mu too.
+type hub struct {
+	prefix     string // subject prefix
+	limits     queueLimits
+	maxStreams int // 0: no limit
+	scanBatch  int // events copied per lock hold by a large ring replay
+	log        *slog.Logger
+	metrics    *metrics
+
+	mu       sync.Mutex
+	cursor   uint64 // last stream sequence dispatched
+	feeds    map[string]map[*session]struct{}
+	ring     *ring // recent events for fast resumes; nil when off
+	draining bool  // no registration from now on
+
+	open    atomic.Int64   // registered sessions; changed under mu, read anywhere
+	streams sync.WaitGroup // registered sessions; Add only under mu and while not draining
+
+	// directBuf is the dispatcher's reusable list of idle sessions it
+	// writes to after releasing the lock (owned by the dispatcher).
+	directBuf []*session
+}
+
+// newHub returns an empty hub for cfg, whose defaults are set.
+func newHub(cfg *Config, m *metrics) *hub {
+	return &hub{
+		prefix:     cfg.SubjectPrefix,
+		limits:     queueLimits{events: cfg.QueueEvents, bytes: cfg.QueueBytes},
+		maxStreams: cfg.MaxStreams,
+		scanBatch:  min(max(cfg.ReplayBatch, 1), 256),
+		log:        cfg.Logger,
+		metrics:    m,
+		feeds:      make(map[string]map[*session]struct{}),
+		ring:       newRing(cfg.RingEvents, cfg.RingBytes),
+	}
+}
+
+// registration is the outcome of hub.register.
+type registration int
+
+const (
+	registered      registration = iota
+	refusedDraining              // the relay is draining: send the client away
+	refusedFull                  // MaxStreams sessions are open: send the client away
+)
+
+func (g registration) String() string {
+	switch g {
+	case registered:
+		return "registered"
+	case refusedDraining:
+		return "draining"
+	case refusedFull:
+		return "full"
+	}
+	return "registration(?)"
+}
+
+// register adds s to the registry unless the hub is draining or full, and
+// returns the cursor at that instant: every event above it will be queued
+// for s. A registered session must be unregistered once.
+func (h *hub) register(s *session) (uint64, registration) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.draining {
+		return 0, refusedDraining
+	}
+	if h.maxStreams > 0 && h.open.Load() >= int64(h.maxStreams) {
+		return 0, refusedFull
+	}
+	h.open.Add(1)
+	h.streams.Add(1) // under mu and before draining: never concurrent with wait's start
+	for _, k := range s.keys {
+		set := h.feeds[k]
+		if set == nil {
+			set = make(map[*session]struct{})
+			h.feeds[k] = set
+		}
+		set[s] = struct{}{}
+	}
+	return h.cursor, registered
+}
+
+// unregister removes a registered session.
+func (h *hub) unregister(s *session) {
+	h.mu.Lock()
+	for _, k := range s.keys {
+		delete(h.feeds[k], s)
+		if len(h.feeds[k]) == 0 {
+			delete(h.feeds, k)
+		}
+	}
+	h.open.Add(-1)
+	h.mu.Unlock()
+	h.streams.Done()
+}
+
+// openStreams returns the number of registered sessions.
+func (h *hub) openStreams() int64 { return h.open.Load() }
+
+// drain refuses registrations from now on and signals every session, which
+// then sees the relay's draining flag and ends.
+func (h *hub) drain() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.draining = true
+	h.signalAllLocked()
+}
+
+// wait returns when every registered session is unregistered. Called after
+// drain, it cannot race a registration.
+func (h *hub) wait() { h.streams.Wait() }
+
+// signalAllLocked wakes every session for something other than an event.
+func (h *hub) signalAllLocked() {
+	for _, set := range h.feeds {
+		for s := range set {
+			s.signal()
+		}
+	}
+}
+
+// abortAll closes the connection of every session that holds one.
+func (h *hub) abortAll() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, set := range h.feeds {
+		for s := range set {
+			s.mu.Lock()
+			if s.conn != nil {
+				_ = s.conn.Close()
+			}
+			s.mu.Unlock()
+		}
+	}
+}
+
+// setCursor sets the cursor before the first delivery.
+func (h *hub) setCursor(seq uint64) {
+	h.mu.Lock()
+	h.cursor = seq
+	h.mu.Unlock()
+}
+
+// cursorNow returns the last stream sequence dispatched.
+func (h *hub) cursorNow() uint64 {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.cursor
+}
+
+// restart empties s's queue and returns the cursor, atomically with respect
+// to deliver: the session then catches up to it from the store. Called by
+// the session's goroutine with s.wmu held.
+func (h *hub) restart(s *session) uint64 {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	s.mu.Lock()
+	clear(s.queue)
+	s.queue, s.queueBytes, s.overflow = s.queue[:0], 0, false
+	s.mu.Unlock()
+	return h.cursor
+}
+
 // deliver dispatches one stored event: it moves the cursor and queues the
-// event, encoded once, for every local session that wants it.
-func (r *Relay) deliver(seq uint64, subj, event, connID, connUser string, data []byte) {
-	key, topic, ok := subject.Split(r.cfg.SubjectPrefix, subj)
+// event, encoded once, for every local session that wants it. Only the
+// dispatcher calls it, one event at a time, in stream order.
+func (h *hub) deliver(seq uint64, subj, event, connID, connUser string, data []byte) {
+	key, topic, ok := subject.Split(h.prefix, subj)
 	if !ok {
-		r.metrics.dropped.Add(1)
-		r.log.Warn("dropped event: subject is not <prefix>.<app>.<feed>[.<topic>]", "subject", subj, "seq", seq)
+		h.metrics.dropped.Add(1)
+		h.log.Warn("dropped event: subject is not <prefix>.<app>.<feed>[.<topic>]", "subject", subj, "seq", seq)
 	} else if event != "" && !sse.SafeEventName(event) {
 		ok = false
-		r.metrics.dropped.Add(1)
-		r.log.Warn("dropped event: Sse-Event cannot be written safely", "subject", subj, "seq", seq, "event", event)
+		h.metrics.dropped.Add(1)
+		h.log.Warn("dropped event: Sse-Event cannot be written safely", "subject", subj, "seq", seq, "event", event)
 	}
 
-	direct := r.deliverLocked(seq, key, topic, event, connID, connUser, data, ok)
+	direct := h.deliverLocked(seq, key, topic, event, connID, connUser, data, ok)
 	// Writes to idle connections happen outside the registry lock: they are
 	// quick (non-blocking) but many, and registrations must not wait on them.
 	for _, s := range direct.sessions {
@@ -26,7 +217,7 @@ func (r *Relay) deliver(seq uint64, subj, event, connID, connUser string, data [
 		s.wmu.Unlock()
 	}
 	clear(direct.sessions)
-	r.directBuf = direct.sessions[:0]
+	h.directBuf = direct.sessions[:0]
 }
 
 // maxDirect bounds the direct writes per event: written by the dispatcher
@@ -40,29 +231,29 @@ type directWrites struct {
 	sessions []*session // each with wmu held
 }
 
-func (r *Relay) deliverLocked(seq uint64, key, topic, event, connID, connUser string, data []byte, ok bool) directWrites {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	direct := directWrites{sessions: r.directBuf[:0]}
-	r.directBuf = nil
-	if seq <= r.cursor {
+func (h *hub) deliverLocked(seq uint64, key, topic, event, connID, connUser string, data []byte, ok bool) directWrites {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	direct := directWrites{sessions: h.directBuf[:0]}
+	h.directBuf = nil
+	if seq <= h.cursor {
 		return direct // already dispatched; the consumer never does this, but the cursor must not go back
 	}
-	if r.cursor != 0 && seq > r.cursor+1 {
+	if h.cursor != 0 && seq > h.cursor+1 {
 		// The consumer filters the whole stream, so a jump means events were
 		// trimmed while the relay could not read them (a long NATS outage).
-		r.log.Warn("events trimmed before dispatch", "from", r.cursor+1, "to", seq-1)
-		r.resetAllLocked(seq-1, ResetHistoryGone)
+		h.log.Warn("events trimmed before dispatch", "from", h.cursor+1, "to", seq-1)
+		h.resetAllLocked(seq-1, ResetHistoryGone)
 	}
-	r.cursor = seq
-	r.metrics.dispatched.Add(1)
-	if r.ring != nil {
-		r.ring.push(ringEntry{seq: seq, key: key, topic: topic, event: event, connID: connID, connUser: connUser, data: data, bad: !ok})
+	h.cursor = seq
+	h.metrics.dispatched.Add(1)
+	if h.ring != nil {
+		h.ring.push(ringEntry{seq: seq, key: key, topic: topic, event: event, connID: connID, connUser: connUser, data: data, bad: !ok})
 	}
 	if !ok {
 		return direct
 	}
-	for s := range r.feeds[key] {
+	for s := range h.feeds[key] {
 		if !subject.TopicMatches(s.topics, topic) || excludes(connID, connUser, s.connID, s.user) {
 			continue
 		}
@@ -82,75 +273,22 @@ func (r *Relay) deliverLocked(seq uint64, key, topic, event, connID, connUser st
 			}
 			s.wmu.Unlock()
 		}
-		s.enqueue(direct.f)
+		s.enqueue(direct.f, h.limits)
 	}
 	return direct
 }
 
-// resetAllLocked queues a reset event with id seq for every session.
-func (r *Relay) resetAllLocked(seq uint64, reason string) {
+// resetAllLocked queues a reset event with id seq for every session, once
+// each whatever the number of its feeds.
+func (h *hub) resetAllLocked(seq uint64, reason string) {
 	f := resetFrame(seq, reason)
 	seen := make(map[*session]struct{})
-	for _, set := range r.feeds {
+	for _, set := range h.feeds {
 		for s := range set {
 			if _, dup := seen[s]; !dup {
 				seen[s] = struct{}{}
-				s.enqueue(f)
+				s.enqueue(f, h.limits)
 			}
-		}
-	}
-}
-
-// register adds s to the registry and returns the cursor at that instant:
-// every event above it will be queued for s.
-func (r *Relay) register(s *session) uint64 {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for _, k := range s.keys {
-		set := r.feeds[k]
-		if set == nil {
-			set = make(map[*session]struct{})
-			r.feeds[k] = set
-		}
-		set[s] = struct{}{}
-	}
-	return r.cursor
-}
-
-func (r *Relay) unregister(s *session) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for _, k := range s.keys {
-		delete(r.feeds[k], s)
-		if len(r.feeds[k]) == 0 {
-			delete(r.feeds, k)
-		}
-	}
-}
-
-// restart empties s's queue and returns the cursor, atomically with respect
-// to dispatch: the session then catches up to it from the store.
-func (r *Relay) restart(s *session) uint64 {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	s.mu.Lock()
-	clear(s.queue)
-	s.queue, s.queueBytes, s.overflow = s.queue[:0], 0, false
-	s.mu.Unlock()
-	return r.cursor
-}
-
-// abortAll closes the connection of every open stream that holds one.
-func (r *Relay) abortAll() {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for _, set := range r.feeds {
-		for s := range set {
-			s.mu.Lock()
-			if s.conn != nil {
-				_ = s.conn.Close()
-			}
-			s.mu.Unlock()
 		}
 	}
 }

@@ -29,10 +29,7 @@ func (r *Relay) servePoll(w http.ResponseWriter, req *http.Request, sr *streamRe
 		LastEventID string      `json:"last_event_id"`
 		Reset       string      `json:"reset,omitempty"`
 	}{Events: []pollEvent{}}
-	s := &session{r: r, connID: sr.connID, topics: sr.topics}
-	for _, f := range sr.feeds {
-		s.keys = append(s.keys, sr.app+"."+f)
-	}
+	s := newSession(r, sr.connID, "", sr.app, sr.feeds, sr.topics) // for its filter only: never registered
 	c := r.Cursor()
 	last := c
 	switch {

@@ -37,23 +37,15 @@ type Relay struct {
 	apiPfx  string // "$JS.API." or "$JS.<domain>.API."
 	metrics *metrics
 
-	mu     sync.Mutex // the registry lock: cursor, feeds
-	cursor uint64     // last stream sequence dispatched
-	feeds  map[string]map[*session]struct{}
-	ring   *ring // recent events for fast resumes; nil when off
-	// directBuf is the dispatcher's reusable list of idle sessions it
-	// writes to after releasing the lock (owned by the dispatcher).
-	directBuf []*session
+	hub *hub // the registry of open sessions, and the dispatcher's cursor
 
 	replaySlots chan struct{}
-	open        atomic.Int64 // open SSE streams
 
 	started   atomic.Bool
 	running   atomic.Bool // consumer running
 	draining  atomic.Bool
 	drainCh   chan struct{} // closed when draining starts
 	drainOnce sync.Once
-	sessions  sync.WaitGroup // open SSE streams, waited for by Shutdown
 	cc        jetstream.ConsumeContext
 }
 
@@ -75,14 +67,14 @@ func New(cfg Config) (*Relay, error) {
 	if err != nil {
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
+	m := newMetrics()
 	return &Relay{
 		cfg:         cfg,
 		log:         cfg.Logger,
 		js:          js,
 		apiPfx:      apiPfx,
-		metrics:     newMetrics(),
-		feeds:       make(map[string]map[*session]struct{}),
-		ring:        newRing(cfg.RingEvents, cfg.RingBytes),
+		metrics:     m,
+		hub:         newHub(&cfg, m),
 		replaySlots: make(chan struct{}, cfg.MaxReplays),
 		drainCh:     make(chan struct{}),
 	}, nil
@@ -103,9 +95,7 @@ func (r *Relay) Start(ctx context.Context) error {
 	if !info.Config.AllowDirect {
 		return fmt.Errorf("relay: stream %s must allow direct get (allow_direct): resumes read the store with it", r.cfg.Stream)
 	}
-	r.mu.Lock()
-	r.cursor = info.State.LastSeq
-	r.mu.Unlock()
+	r.hub.setCursor(info.State.LastSeq)
 	cons, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{r.cfg.SubjectPrefix + ".>"},
 		DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
@@ -161,14 +151,8 @@ func (r *Relay) Drain() {
 	r.drainOnce.Do(func() {
 		r.draining.Store(true)
 		close(r.drainCh)
-		r.mu.Lock()
-		for _, set := range r.feeds {
-			for s := range set {
-				s.signal()
-			}
-		}
-		r.mu.Unlock()
-		r.log.Info("draining", "open_streams", r.open.Load())
+		r.hub.drain()
+		r.log.Info("draining", "open_streams", r.hub.openStreams())
 	})
 }
 
@@ -180,13 +164,13 @@ func (r *Relay) Drain() {
 func (r *Relay) Shutdown(ctx context.Context) error {
 	r.Drain()
 	done := make(chan struct{})
-	go func() { r.sessions.Wait(); close(done) }()
+	go func() { r.hub.wait(); close(done) }()
 	var err error
 	select {
 	case <-done:
 	case <-ctx.Done():
-		err = fmt.Errorf("relay: %d streams still open: %w", r.open.Load(), ctx.Err())
-		r.abortAll()
+		err = fmt.Errorf("relay: %d streams still open: %w", r.hub.openStreams(), ctx.Err())
+		r.hub.abortAll()
 		select {
 		case <-done:
 		case <-time.After(time.Second): // only streams inside net/http (HTTP/2) can still be open
@@ -205,13 +189,11 @@ func (r *Relay) Shutdown(ctx context.Context) error {
 
 // Cursor returns the last stream sequence this relay has dispatched.
 func (r *Relay) Cursor() uint64 {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.cursor
+	return r.hub.cursorNow()
 }
 
 // OpenStreams returns the number of open SSE streams.
-func (r *Relay) OpenStreams() int { return int(r.open.Load()) }
+func (r *Relay) OpenStreams() int { return int(r.hub.openStreams()) }
 
 // Handler returns the HTTP handler with every endpoint of the relay.
 func (r *Relay) Handler() http.Handler {
@@ -248,5 +230,5 @@ func (r *Relay) dispatch(msg jetstream.Msg) {
 		return
 	}
 	hdr := msg.Headers()
-	r.deliver(meta.Sequence.Stream, msg.Subject(), hdr.Get(HeaderEvent), hdr.Get(HeaderConnectionID), hdr.Get(HeaderConnectionUser), msg.Data())
+	r.hub.deliver(meta.Sequence.Stream, msg.Subject(), hdr.Get(HeaderEvent), hdr.Get(HeaderConnectionID), hdr.Get(HeaderConnectionUser), msg.Data())
 }

@@ -35,7 +35,7 @@ func (r *Relay) replay(ctx context.Context, f replayFilter, from, to uint64, lim
 	n := 0
 	// Recent events come from memory; the store serves what the ring no
 	// longer holds (or what it lost to eviction while we read).
-	pos, err := r.replayRing(f, from+1, to, limit, &n, emit)
+	pos, err := r.hub.replayRing(f, from+1, to, limit, &n, emit)
 	if err != nil || pos > to {
 		return err
 	}
@@ -144,10 +144,10 @@ const maxScan = 4096
 // longer holds it (to+1 when it served everything). The usual resume walks
 // its own feeds' links; a large one copies a batch at a time under the
 // registry lock and emits outside it.
-func (r *Relay) replayRing(f replayFilter, pos, to uint64, limit int, n *int, emit func(storedEvent) error) (uint64, error) {
-	r.mu.Lock()
-	evs, ok := r.ring.linked(&f, pos, to)
-	r.mu.Unlock()
+func (h *hub) replayRing(f replayFilter, pos, to uint64, limit int, n *int, emit func(storedEvent) error) (uint64, error) {
+	h.mu.Lock()
+	evs, ok := h.ring.linked(&f, pos, to)
+	h.mu.Unlock()
 	if ok {
 		for _, ev := range evs {
 			if err := emit(ev); err != nil {
@@ -159,23 +159,23 @@ func (r *Relay) replayRing(f replayFilter, pos, to uint64, limit int, n *int, em
 		}
 		return to + 1, nil
 	}
-	batch := make([]storedEvent, 0, min(r.cfg.ReplayBatch, 256))
+	batch := make([]storedEvent, 0, h.scanBatch)
 	for pos <= to {
 		batch = batch[:0]
-		r.mu.Lock()
-		if !r.ring.covers(pos) {
-			r.mu.Unlock()
+		h.mu.Lock()
+		if !h.ring.covers(pos) {
+			h.mu.Unlock()
 			return pos, nil
 		}
-		end := min(to, r.ring.last(), pos+maxScan-1)
+		end := min(to, h.ring.last(), pos+maxScan-1)
 		for ; pos <= end && len(batch) < cap(batch); pos++ {
-			e := r.ring.at(pos)
+			e := h.ring.at(pos)
 			if e.bad || !f.matches(e.key, e.topic) || excludes(e.connID, e.connUser, f.excludeConn, f.user) {
 				continue
 			}
 			batch = append(batch, storedEvent{seq: e.seq, event: e.event, data: e.data})
 		}
-		r.mu.Unlock()
+		h.mu.Unlock()
 		for _, ev := range batch {
 			if err := emit(ev); err != nil {
 				return pos, err

@@ -512,14 +512,14 @@ func TestResumeProperty(t *testing.T) {
 	// resume from there is served from memory, even if the store has
 	// trimmed it (see TestHistoryGoneReset).
 	ringHolds := func(seq uint64) bool {
-		e.relay.mu.Lock()
-		defer e.relay.mu.Unlock()
-		return e.relay.ring.covers(seq)
+		e.relay.hub.mu.Lock()
+		defer e.relay.hub.mu.Unlock()
+		return e.relay.hub.ring.covers(seq)
 	}
 	ringFirst := func() uint64 {
-		e.relay.mu.Lock()
-		defer e.relay.mu.Unlock()
-		return e.relay.ring.first()
+		e.relay.hub.mu.Lock()
+		defer e.relay.hub.mu.Unlock()
+		return e.relay.hub.ring.first()
 	}
 	var aheadAtChoice atomic.Int64
 	runSession := func(s *rsSession) error {

@@ -11,7 +11,7 @@ import (
 // recent position (the common case: a reconnect after a few seconds, or a
 // whole pod's clients arriving at once) are served from memory instead of
 // the store. It holds consecutive sequences only: a jump in the stream
-// empties it. Guarded by Relay.mu.
+// empties it. Guarded by hub.mu.
 type ring struct {
 	buf      []ringEntry // circular; grows (doubling) up to max entries
 	max      int
@@ -114,7 +114,7 @@ const maxLinked = 4096
 
 // linked collects the events of f in [pos, to] by walking each feed's links
 // back from its newest entry. ok is false when the ring does not hold pos or
-// the walk would collect more than maxLinked events. Called under r.mu.
+// the walk would collect more than maxLinked events. Called under hub.mu.
 func (g *ring) linked(f *replayFilter, pos, to uint64) (evs []storedEvent, ok bool) {
 	if !g.covers(pos) {
 		return nil, false

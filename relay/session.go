@@ -34,7 +34,7 @@ type session struct {
 	queue      []*frame
 	queueBytes int
 	overflow   bool
-	conn       net.Conn      // the taken-over connection, for Relay.abortAll
+	conn       net.Conn      // the taken-over connection, for hub.abortAll
 	wake       chan struct{} // capacity 1: "the queue changed"
 	ctl        chan struct{} // capacity 1: "look at the flags and the context"
 
@@ -55,10 +55,27 @@ type session struct {
 	scratch  []byte // encoding buffer during a catch-up
 }
 
-func (s *session) enqueue(f *frame) {
+// newSession returns a session of user on feeds of app, not registered yet.
+func newSession(r *Relay, connID, user, app string, feeds, topics []string) *session {
+	s := &session{
+		r: r, connID: connID, user: user, app: app, feeds: feeds, topics: topics,
+		wake: make(chan struct{}, 1), ctl: make(chan struct{}, 1),
+	}
+	for _, f := range feeds {
+		s.keys = append(s.keys, app+"."+f)
+	}
+	return s
+}
+
+// queueLimits bound the events waiting for one session.
+type queueLimits struct{ events, bytes int }
+
+// enqueue appends f to the queue, or drops the whole queue and marks the
+// overflow when f does not fit within lim. It never blocks on the writer.
+func (s *session) enqueue(f *frame, lim queueLimits) {
 	s.mu.Lock()
 	if !s.overflow {
-		if len(s.queue) >= s.r.cfg.QueueEvents || s.queueBytes+len(f.buf) > s.r.cfg.QueueBytes {
+		if len(s.queue) >= lim.events || s.queueBytes+len(f.buf) > lim.bytes {
 			clear(s.queue)
 			s.queue, s.queueBytes, s.overflow = s.queue[:0], 0, true
 		} else {
@@ -175,7 +192,7 @@ func (s *session) stream(ctx context.Context, hasID bool, lastID, c uint64, expi
 			frames, overflow := s.take()
 			if overflow {
 				s.r.metrics.overflows.Add(1)
-				if err := s.catchUp(ctx, s.r.restart(s)); err != nil {
+				if err := s.catchUp(ctx, s.r.hub.restart(s)); err != nil {
 					return err
 				}
 				continue
@@ -240,9 +257,7 @@ func resetFrame(seq uint64, reason string) *frame {
 // finish unregisters the session and logs why it ended.
 func (s *session) finish(err error, start time.Time) {
 	r := s.r
-	r.unregister(s)
-	r.open.Add(-1)
-	r.sessions.Done()
+	r.hub.unregister(s)
 	if err == nil {
 		err = errClientGone
 	}
