@@ -2,11 +2,16 @@
 // against real NATS servers and real clients (curl, the nats CLI, headless
 // Chromium, and raw Go HTTP clients for exact bytes).
 //
-// Run: cd /work/main && PATH=/tmp/peers:$PATH go test -race -count=1 ./test/
+// Run from the repository root: go test -race -count=1 ./test/
 //
 // External tools: curl, nats (natscli; env SSERELAY_NATS_CLI or PATH) and
 // chromium (env SSERELAY_CHROMIUM or /usr/bin/chromium or PATH). A test
 // that needs a missing tool is skipped, or fails when env CI is set.
+//
+// Shared helpers, by file: main_test.go (binaries, tools, deadlines,
+// eventually), proc_test.go (child processes), relay_test.go (relay and
+// nats-server processes, tokens, publishing), http_test.go (HTTP client,
+// error answers, metrics), sse_test.go (the SSE client and expected frames).
 package e2e_test
 
 import (
@@ -16,6 +21,7 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
+	"time"
 )
 
 const module = "github.com/sserelay/sserelay"
@@ -28,6 +34,24 @@ var (
 	natsServerBin  string
 	natsServerErr  error
 )
+
+// Generous deadlines: the relay runs with the race detector on 2 cores.
+const (
+	waitLong  = 30 * time.Second
+	waitShort = 15 * time.Second
+)
+
+// eventually polls cond every 10 ms until it is true or timeout passes.
+func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
 
 func TestMain(m *testing.M) {
 	os.Exit(run(m))

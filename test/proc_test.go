@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"os/exec"
 	"strconv"
 	"strings"
@@ -13,12 +14,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-)
-
-// Generous deadlines: the relay runs with the race detector on 2 cores.
-const (
-	waitLong  = 30 * time.Second
-	waitShort = 15 * time.Second
 )
 
 // logBuf collects a process's output; safe for concurrent use.
@@ -165,33 +160,20 @@ func (p *proc) jsonLines(msg string) []map[string]any {
 // returns true, and returns it. It fails at once if the process exits.
 func (p *proc) waitJSON(t *testing.T, msg string, match func(map[string]any) bool) map[string]any {
 	t.Helper()
-	deadline := time.Now().Add(waitLong)
-	for {
+	var found map[string]any
+	eventually(t, waitLong, fmt.Sprintf("%s to log %q", p.name, msg), func() bool {
 		for _, m := range p.jsonLines(msg) {
 			if match == nil || match(m) {
-				return m
+				found = m
+				return true
 			}
 		}
 		if p.exited() {
 			t.Fatalf("%s exited (%v) before logging %q", p.name, p.err, msg)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s did not log %q within %s", p.name, msg, waitLong)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-// eventually polls cond every 10 ms until it is true or timeout passes.
-func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return false
+	})
+	return found
 }
 
 // freePort returns a TCP port on 127.0.0.1 that was free a moment ago.
@@ -266,4 +248,16 @@ func fmtSeqs(seqs []uint64) string {
 		fmt.Fprint(&b, s)
 	}
 	return b.String()
+}
+
+// cleanEnv is the test's environment without SSERELAY_* variables (they
+// would change the relay's flags), plus extra.
+func cleanEnv(extra ...string) []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "SSERELAY_") {
+			env = append(env, kv)
+		}
+	}
+	return append(env, extra...)
 }

@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
-	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 // relayOpts configure one `sserelay serve` process.
@@ -98,12 +100,27 @@ func (r *relayProc) freshStream(t *testing.T) uint64 {
 	return last
 }
 
-// httpClient is a plain client: no proxy, no transparent gzip.
-var httpClient = &http.Client{Transport: &http.Transport{
-	Proxy:               nil,
-	DisableCompression:  true,
-	MaxIdleConnsPerHost: 16,
-}}
+// startNATSServer runs nats-server with JetStream as a separate process and
+// returns its client URL.
+func startNATSServer(t *testing.T) string {
+	t.Helper()
+	bin := natsServer(t)
+	port := freePort(t)
+	p := startProc(t, "nats-server", exec.Command(bin, "-js", "-sd", t.TempDir(), "-a", "127.0.0.1", "-p", strconv.Itoa(port)))
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	eventually(t, waitLong, "nats-server to accept connections", func() bool {
+		if p.exited() {
+			t.Fatalf("nats-server exited: %v", p.err)
+		}
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err != nil {
+			return false
+		}
+		c.Close()
+		return true
+	})
+	return "nats://" + addr
+}
 
 // token mints a token with `sserelay token`.
 func token(t *testing.T, secret, sub string, flags ...string) string {
@@ -161,55 +178,4 @@ func publishHTTP(t *testing.T, base, tok string, body map[string]any, hdr map[st
 		t.Fatalf("POST /v1/publish %v: %d %s", body, st, rb)
 	}
 	return *out.Seq
-}
-
-// get is a GET that does not hang a test.
-func get(t *testing.T, url string, hdr map[string]string) (*http.Response, []byte) {
-	t.Helper()
-	req, _ := http.NewRequest(http.MethodGet, url, nil)
-	for k, v := range hdr {
-		req.Header.Set(k, v)
-	}
-	c := *httpClient
-	c.Timeout = waitShort
-	resp, err := c.Do(req)
-	if err != nil {
-		t.Fatalf("GET %s: %v", url, err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp, b
-}
-
-// expectError checks a {"error":"…"} JSON response with status.
-func expectError(t *testing.T, what string, resp *http.Response, body []byte, status int) {
-	t.Helper()
-	if resp.StatusCode != status {
-		t.Errorf("%s: status %d, want %d (body %s)", what, resp.StatusCode, status, body)
-		return
-	}
-	if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/json") {
-		t.Errorf("%s: Content-Type %q, want application/json", what, ct)
-	}
-	var m map[string]any
-	if err := json.Unmarshal(body, &m); err != nil {
-		t.Errorf("%s: body is not JSON: %q", what, body)
-		return
-	}
-	msg, ok := m["error"].(string)
-	if len(m) != 1 || !ok || msg == "" {
-		t.Errorf("%s: body %s, want exactly {\"error\": \"<message>\"}", what, body)
-	}
-}
-
-// cleanEnv is the test's environment without SSERELAY_* variables (they
-// would change the relay's flags), plus extra.
-func cleanEnv(extra ...string) []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "SSERELAY_") {
-			env = append(env, kv)
-		}
-	}
-	return append(env, extra...)
 }

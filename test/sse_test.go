@@ -1,140 +1,99 @@
 package e2e_test
 
 import (
-	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/sserelay/sserelay/relay/sse"
+	"github.com/sserelay/sserelay/relay/sse/ssetest"
 )
 
-// sseStream is a raw HTTP client on GET /v1/events that records the exact
-// bytes of the body.
+// sseStream is a client on GET /v1/events: it records the exact bytes of
+// the body and decodes them with the spec decoder (relay/sse via ssetest).
+// The embedded Stream also has a cursor (Next, NextBlock) for tests that
+// read events one by one.
 type sseStream struct {
-	resp   *http.Response
-	cancel context.CancelFunc
-	done   chan struct{}
-
-	mu  sync.Mutex
-	buf []byte
-	err error // why reading stopped (io.EOF: a clean end), valid after done
+	*ssetest.Stream
+	resp *http.Response
 }
 
 // openStream opens a stream and requires 200 text/event-stream.
 func openStream(t *testing.T, url string, hdr map[string]string) *sseStream {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
 	req.Header.Set("Accept", "text/event-stream")
 	for k, v := range hdr {
 		req.Header.Set(k, v)
 	}
-	resp, err := httpClient.Do(req)
+	st, err := ssetest.Open(httpClient, req)
 	if err != nil {
-		cancel()
 		t.Fatalf("GET %s: %v", url, err)
 	}
-	if resp.StatusCode != http.StatusOK {
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		cancel()
-		t.Fatalf("GET %s: %d %s", url, resp.StatusCode, b)
-	}
-	s := &sseStream{resp: resp, cancel: cancel, done: make(chan struct{})}
-	go func() {
-		defer close(s.done)
-		defer resp.Body.Close()
-		b := make([]byte, 4096)
-		for {
-			n, err := resp.Body.Read(b)
-			s.mu.Lock()
-			s.buf = append(s.buf, b[:n]...)
-			if err != nil {
-				s.err = err
-			}
-			s.mu.Unlock()
-			if err != nil {
-				return
-			}
-		}
-	}()
-	t.Cleanup(s.close)
-	return s
+	t.Cleanup(st.Close)
+	return &sseStream{Stream: st, resp: st.Response}
 }
 
-func (s *sseStream) close() {
-	s.cancel()
-	<-s.done
-}
+func (s *sseStream) close() { s.Close() }
 
 // raw returns every byte received so far.
-func (s *sseStream) raw() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return string(s.buf)
-}
-
-func (s *sseStream) ended() bool {
-	select {
-	case <-s.done:
-		return true
-	default:
-		return false
-	}
-}
+func (s *sseStream) raw() string { return s.Raw() }
 
 // endErr waits for the body to end and returns why it ended.
 func (s *sseStream) endErr(t *testing.T) error {
 	t.Helper()
 	select {
-	case <-s.done:
+	case <-s.Done():
 	case <-time.After(waitLong):
 		t.Fatalf("stream did not end within %s", waitLong)
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.err
+	return s.Err()
 }
 
-// events parses the complete blocks received so far.
-func (s *sseStream) events() []sseEvent { return parseSSE(s.raw()) }
+// events decodes the complete blocks received so far.
+func (s *sseStream) events() []sseEvent { return blockEvents(s.Blocks()) }
 
 // waitID waits until an event with id seq arrived and returns all events.
 func (s *sseStream) waitID(t *testing.T, seq uint64) []sseEvent {
 	t.Helper()
 	id := strconv.FormatUint(seq, 10)
-	deadline := time.Now().Add(waitShort)
-	for {
-		evs := s.events()
+	var evs []sseEvent
+	_, err := s.WaitRaw(waitShort, func(raw string) bool {
+		evs = parseSSE(raw)
 		for _, e := range evs {
 			if e.HasID && e.ID == id {
-				return evs
+				return true
 			}
 		}
-		if s.ended() {
-			t.Fatalf("stream ended (%v) before event %s; it got:\n%s", s.err, id, s.raw())
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("event %s did not arrive within %s; the stream got:\n%s", id, waitShort, s.raw())
-		}
-		time.Sleep(10 * time.Millisecond)
+		return false
+	})
+	switch {
+	case errors.Is(err, ssetest.ErrTimeout):
+		t.Fatalf("event %s did not arrive within %s; the stream got:\n%s", id, waitShort, s.raw())
+	case err != nil:
+		t.Fatalf("stream ended (%v) before event %s; it got:\n%s", err, id, s.raw())
 	}
+	return evs
 }
 
 // waitRaw waits until cond holds on the raw bytes.
 func (s *sseStream) waitRaw(t *testing.T, what string, cond func(string) bool) string {
 	t.Helper()
-	var raw string
-	eventually(t, waitShort, what, func() bool {
-		raw = s.raw()
-		return cond(raw)
-	})
+	raw, err := s.WaitRaw(waitShort, cond)
+	if err != nil {
+		t.Fatalf("waiting for %s: %v; the stream got:\n%s", what, err, raw)
+	}
 	return raw
 }
 
@@ -142,8 +101,8 @@ func (s *sseStream) waitRaw(t *testing.T, what string, cond func(string) bool) s
 func (s *sseStream) connected(t *testing.T) map[string]string {
 	t.Helper()
 	var ev sseEvent
-	eventually(t, waitShort, "sserelay.connected", func() bool {
-		for _, e := range s.events() {
+	s.waitRaw(t, "sserelay.connected", func(raw string) bool {
+		for _, e := range parseSSE(raw) {
 			if e.Event == "sserelay.connected" {
 				ev = e
 				return true
@@ -158,63 +117,51 @@ func (s *sseStream) connected(t *testing.T) map[string]string {
 	return m
 }
 
-// sseEvent is one dispatched block, as the WHATWG parser sees it (except
-// that blocks without data are kept too, marked HasData false).
+// sseEvent is one block as the spec decoder sees it. Blocks without data
+// (which a browser does not dispatch) are kept too, marked HasData false;
+// comment-only blocks are left out.
 type sseEvent struct {
-	ID      string
+	ID      string // the block's own id field ("" without one)
 	HasID   bool
 	Event   string
 	Data    string
 	HasData bool
-	Retry   string
+	Retry   string // the block's retry field in ms ("" without a valid one)
 }
 
-// parseSSE parses complete blocks (an unterminated last block is left out,
-// as a browser would).
+// parseSSE decodes the complete blocks of raw (an unterminated last block
+// is left out, as a browser would).
 func parseSSE(raw string) []sseEvent {
-	var out []sseEvent
-	var cur sseEvent
-	var data []string
-	seen := false
+	var blocks []sse.Block
+	d := sse.NewDecoder(strings.NewReader(raw))
 	for {
-		i := strings.IndexAny(raw, "\r\n")
-		if i < 0 {
-			return out // incomplete line
+		b, err := d.NextBlock()
+		if err != nil {
+			return blockEvents(blocks)
 		}
-		line := raw[:i]
-		if raw[i] == '\r' && i+1 < len(raw) && raw[i+1] == '\n' {
-			i++
-		}
-		raw = raw[i+1:]
-		if line == "" {
-			if seen {
-				cur.Data = strings.Join(data, "\n")
-				cur.HasData = data != nil
-				out = append(out, cur)
-			}
-			cur, data, seen = sseEvent{}, nil, false
-			continue
-		}
-		if line[0] == ':' {
-			continue
-		}
-		field, value, _ := strings.Cut(line, ":")
-		value = strings.TrimPrefix(value, " ")
-		seen = true
-		switch field {
-		case "id":
-			cur.ID, cur.HasID = value, true
-		case "event":
-			cur.Event = value
-		case "data":
-			if data == nil {
-				data = []string{}
-			}
-			data = append(data, value)
-		case "retry":
-			cur.Retry = value
-		}
+		blocks = append(blocks, b)
 	}
+}
+
+func blockEvents(blocks []sse.Block) []sseEvent {
+	var out []sseEvent
+	for _, b := range blocks {
+		if !slices.ContainsFunc(b.Fields, func(f sse.Field) bool { return !f.IsComment() }) {
+			continue
+		}
+		e := sseEvent{HasID: b.HasID, Event: b.Event.Type, HasData: b.Dispatched}
+		if b.HasID {
+			e.ID = b.Event.ID
+		}
+		if b.Dispatched {
+			e.Data = b.Event.Data
+		}
+		if b.HasRetry {
+			e.Retry = strconv.FormatInt(b.Retry.Milliseconds(), 10)
+		}
+		out = append(out, e)
+	}
+	return out
 }
 
 // dataEvents keeps the events that carry data and are not the relay's own.

@@ -2,35 +2,10 @@ package e2e_test
 
 import (
 	"fmt"
-	"net"
 	"net/url"
-	"os/exec"
 	"strconv"
 	"testing"
-	"time"
 )
-
-// startNATSServer runs nats-server with JetStream as a separate process and
-// returns its client URL.
-func startNATSServer(t *testing.T) string {
-	t.Helper()
-	bin := natsServer(t)
-	port := freePort(t)
-	p := startProc(t, "nats-server", exec.Command(bin, "-js", "-sd", t.TempDir(), "-a", "127.0.0.1", "-p", strconv.Itoa(port)))
-	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-	eventually(t, waitLong, "nats-server to accept connections", func() bool {
-		if p.exited() {
-			t.Fatalf("nats-server exited: %v", p.err)
-		}
-		c, err := net.DialTimeout("tcp", addr, time.Second)
-		if err != nil {
-			return false
-		}
-		c.Close()
-		return true
-	})
-	return "nats://" + addr
-}
 
 // TestTwoRelaysOneNATS: two relay processes on one outside nats-server. A
 // client reads part of its events from relay A, reconnects to relay B with
@@ -76,10 +51,7 @@ func TestTwoRelaysOneNATS(t *testing.T) {
 	hb.connected(t)
 	hello := publishCLI(t, nurl, "", "--app", "app", "--feed", "bob", "hello both")
 	for name, s := range map[string]*sseStream{"A": ha, "B": hb} {
-		deadline := time.Now().Add(waitShort)
-		for len(dataEvents(s.events())) == 0 && time.Now().Before(deadline) {
-			time.Sleep(10 * time.Millisecond)
-		}
+		s.waitRaw(t, "relay "+name+" to deliver a live event", func(raw string) bool { return len(dataEvents(parseSSE(raw))) > 0 })
 		if got := dataEvents(s.events()); len(got) != 1 || got[0].ID != strconv.FormatUint(hello, 10) {
 			t.Errorf("relay %s: live event %d: got %v", name, hello, got)
 		}
