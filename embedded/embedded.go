@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/url"
 	"strconv"
 	"time"
 
@@ -36,8 +35,10 @@ type Options struct {
 	// covers a machine that loses power, at a large cost per publish.
 	SyncInterval time.Duration
 	SyncAlways   bool
-	// LeafRemote, when set, makes the server a leaf node of that cluster URL.
-	LeafRemote string
+	// Leaf, when set, makes the server a leaf node of a hub cluster. Its own
+	// JetStream is then off (StoreDir is not used): the stream lives in the
+	// hub, and the relay reaches it through the hub's JetStream domain.
+	Leaf *LeafOptions
 	// Logger receives the server's log lines; nil discards them.
 	Logger *slog.Logger
 	// ReadyTimeout bounds start-up (default 30 s: JetStream recovers its
@@ -52,13 +53,17 @@ type Server struct {
 
 // Start starts the server and waits until it accepts connections.
 func Start(ctx context.Context, o Options) (*Server, error) {
-	if o.StoreDir == "" {
+	leaf := o.Leaf != nil
+	if o.StoreDir == "" && !leaf {
 		return nil, errors.New("embedded: a store directory is required")
 	}
 	opts := &server.Options{
 		ServerName: o.Name,
-		JetStream:  true,
-		StoreDir:   o.StoreDir,
+		// A leaf hosts no stream: with JetStream on both sides of the link,
+		// the local server would answer the relay's (and the app's) JetStream
+		// requests from a store of its own, and pods would not share events.
+		JetStream: !leaf,
+		StoreDir:  o.StoreDir,
 		// The relay handles signals itself; the server's own handlers would
 		// exit the process on SIGINT and skip the relay's drain.
 		NoSigs:             true,
@@ -87,12 +92,14 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 		}
 		opts.Host, opts.Port = host, p
 	}
-	if o.LeafRemote != "" {
-		u, err := url.Parse(o.LeafRemote)
+	if leaf {
+		opts.StoreDir = ""
+		remote, err := o.Leaf.remote()
 		if err != nil {
-			return nil, fmt.Errorf("embedded: leaf remote %q: %w", o.LeafRemote, err)
+			return nil, err
 		}
-		opts.LeafNode.Remotes = []*server.RemoteLeafOpts{{URLs: []*url.URL{u}}}
+		opts.LeafNode.Remotes = []*server.RemoteLeafOpts{remote}
+		opts.LeafNode.ReconnectInterval = o.Leaf.reconnect()
 	}
 	ns, err := server.NewServer(opts)
 	if err != nil {
@@ -113,6 +120,14 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 		ns.Shutdown()
 		ns.WaitForShutdown()
 		return nil, fmt.Errorf("embedded: server not ready after %s", timeout)
+	}
+	if leaf {
+		if err := waitLeaf(ctx, ns, timeout); err != nil {
+			ns.Shutdown()
+			ns.WaitForShutdown()
+			return nil, fmt.Errorf("embedded: %w (hub %s)", err, redacted(o.Leaf.URLs))
+		}
+		return &Server{ns: ns}, nil
 	}
 	if !ns.JetStreamEnabled() {
 		ns.Shutdown()

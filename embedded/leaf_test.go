@@ -1,0 +1,225 @@
+package embedded
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// testPKI writes a CA and, signed by it, a server certificate for
+// 127.0.0.1 and a client certificate, as PEM files in dir.
+type testPKI struct {
+	ca, serverCert, serverKey, clientCert, clientKey string
+	pool                                             *x509.CertPool
+}
+
+func newTestPKI(t *testing.T, dir string) testPKI {
+	t.Helper()
+	write := func(name, typ string, der []byte) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	key := func() *ecdsa.PrivateKey {
+		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return k
+	}
+	caKey := key()
+	caTmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
+	}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caCert, _ := x509.ParseCertificate(caDER)
+	var p testPKI
+	p.ca = write("ca.pem", "CERTIFICATE", caDER)
+	p.pool = x509.NewCertPool()
+	p.pool.AddCert(caCert)
+	leafCert := func(n int64, usage x509.ExtKeyUsage) (string, string) {
+		k := key()
+		tmpl := &x509.Certificate{
+			SerialNumber: big.NewInt(n), Subject: pkix.Name{CommonName: fmt.Sprintf("cert %d", n)},
+			NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+			KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{usage},
+			IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
+		}
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &k.PublicKey, caKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		kder, err := x509.MarshalECPrivateKey(k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return write(fmt.Sprintf("cert%d.pem", n), "CERTIFICATE", der), write(fmt.Sprintf("key%d.pem", n), "EC PRIVATE KEY", kder)
+	}
+	p.serverCert, p.serverKey = leafCert(2, x509.ExtKeyUsageServerAuth)
+	p.clientCert, p.clientKey = leafCert(3, x509.ExtKeyUsageClientAuth)
+	return p
+}
+
+// startHub runs an in-process JetStream server in domain "hub" whose leaf
+// node port wants TLS with a client certificate and a user and password.
+func startHub(t *testing.T, p testPKI) (*server.Server, int) {
+	t.Helper()
+	cert, err := tls.LoadX509KeyPair(p.serverCert, p.serverKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts := &server.Options{
+		ServerName: "hub", Host: "127.0.0.1", Port: server.RANDOM_PORT, NoSigs: true, NoLog: true,
+		JetStream: true, JetStreamDomain: "hub", StoreDir: t.TempDir(),
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	opts.LeafNode.Host, opts.LeafNode.Port = "127.0.0.1", port
+	opts.LeafNode.Username, opts.LeafNode.Password = "leaf", "s3cret"
+	opts.LeafNode.TLSConfig = &tls.Config{
+		MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert},
+		ClientCAs: p.pool, ClientAuth: tls.RequireAndVerifyClientCert,
+	}
+	hub, err := server.NewServer(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go hub.Start()
+	if !hub.ReadyForConnections(10 * time.Second) {
+		t.Fatal("hub not ready")
+	}
+	t.Cleanup(func() { hub.Shutdown(); hub.WaitForShutdown() })
+	return hub, port
+}
+
+// TestLeaf: the embedded server as a leaf node of a hub over TLS with a
+// client certificate and a password. It runs no JetStream of its own: a
+// stream created through the hub's domain lives in the hub, and a
+// publisher on the leaf's own port gets the hub's acknowledgement.
+func TestLeaf(t *testing.T) {
+	pki := newTestPKI(t, t.TempDir())
+	hub, port := startHub(t, pki)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	leaf, err := Start(ctx, Options{Name: "pod-a", Listen: "127.0.0.1:0", Leaf: &LeafOptions{
+		URLs:  []string{fmt.Sprintf("nats-leaf://leaf:s3cret@127.0.0.1:%d", port)},
+		TLSCA: pki.ca, TLSCert: pki.clientCert, TLSKey: pki.clientKey,
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer leaf.Shutdown()
+	if leaf.NATS().JetStreamEnabled() {
+		t.Error("the leaf runs JetStream: it would answer JetStream requests from a store of its own")
+	}
+
+	// The relay's view: in-process, the hub's domain.
+	nc, err := nats.Connect("", leaf.ConnectOption())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.NewWithDomain(nc, "hub")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "T", Subjects: []string{"t.>"}}); err != nil {
+		t.Fatal(err)
+	}
+	// The app's view: the leaf's TCP port, plain JetStream publishing.
+	app, err := nats.Connect(leaf.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer app.Close()
+	ajs, _ := jetstream.New(app)
+	ack, err := ajs.Publish(ctx, "t.x", []byte("from the pod"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ack.Domain != "hub" || ack.Stream != "T" {
+		t.Errorf("ack from domain %q stream %q, want the hub's stream T", ack.Domain, ack.Stream)
+	}
+	// The event is in the hub's store.
+	hnc, err := nats.Connect(hub.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hnc.Close()
+	hjs, _ := jetstream.New(hnc)
+	s, err := hjs.Stream(ctx, "T")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := s.GetMsg(ctx, ack.Sequence)
+	if err != nil || string(m.Data) != "from the pod" {
+		t.Fatalf("hub's stream at %d: %v %q", ack.Sequence, err, m.Data)
+	}
+}
+
+// TestLeafRefusesBadSettings: a wrong CA, a missing password, a missing
+// file or a bad URL fail the start with a message that says which.
+func TestLeafRefusesBadSettings(t *testing.T) {
+	dir := t.TempDir()
+	pki := newTestPKI(t, dir)
+	other := newTestPKI(t, t.TempDir())
+	_, port := startHub(t, pki)
+	good := fmt.Sprintf("nats-leaf://leaf:s3cret@127.0.0.1:%d", port)
+	for _, c := range []struct {
+		name string
+		leaf LeafOptions
+		want string
+	}{
+		{"wrong CA", LeafOptions{URLs: []string{good}, TLSCA: other.ca, TLSCert: pki.clientCert, TLSKey: pki.clientKey}, "no connection to the hub"},
+		{"no client certificate", LeafOptions{URLs: []string{good}, TLSCA: pki.ca}, "no connection to the hub"},
+		{"wrong password", LeafOptions{URLs: []string{fmt.Sprintf("nats-leaf://leaf:nope@127.0.0.1:%d", port)}, TLSCA: pki.ca, TLSCert: pki.clientCert, TLSKey: pki.clientKey}, "no connection to the hub"},
+		{"no URL", LeafOptions{}, "no hub URL"},
+		{"bad scheme", LeafOptions{URLs: []string{"http://127.0.0.1:1"}}, "scheme"},
+		{"missing CA file", LeafOptions{URLs: []string{good}, TLSCA: filepath.Join(dir, "nope.pem")}, "TLS CA"},
+		{"key without cert", LeafOptions{URLs: []string{good}, TLSKey: pki.clientKey}, "both the certificate and the key"},
+		{"missing credentials", LeafOptions{URLs: []string{good}, Credentials: filepath.Join(dir, "nope.creds")}, "credentials"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			leaf := c.leaf
+			s, err := Start(context.Background(), Options{Leaf: &leaf, ReadyTimeout: 2 * time.Second})
+			if err == nil {
+				s.Shutdown()
+				t.Fatal("started")
+			}
+			if !strings.Contains(err.Error(), c.want) {
+				t.Errorf("error %q, want it to mention %q", err, c.want)
+			}
+			if strings.Contains(err.Error(), "s3cret") || strings.Contains(err.Error(), "nope@") {
+				t.Errorf("error %q shows a password", err)
+			}
+		})
+	}
+}
