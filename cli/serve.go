@@ -79,7 +79,7 @@ func serveCommand() *cli.Command {
 	return &cli.Command{
 		Name:   "serve",
 		Usage:  "run the relay (with an embedded NATS server unless --nats-url is set)",
-		Flags:  serveFlags(),
+		Flags:  append(serveFlags(), leafFlags()...),
 		Action: serve,
 	}
 }
@@ -129,6 +129,10 @@ func run(c *cli.Context, log *slog.Logger) error {
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { log.Warn("NATS error", "err", err) }),
 	}
 	url := c.String("nats-url")
+	leaf, err := leafOptions(c)
+	if err != nil {
+		return err
+	}
 	if url == "" {
 		listen := c.String("nats-listen")
 		if listen == "off" {
@@ -136,7 +140,7 @@ func run(c *cli.Context, log *slog.Logger) error {
 		}
 		eo := embedded.Options{
 			Name: c.String("server-name"), StoreDir: c.String("data-dir"), Listen: listen,
-			Logger: log.With("component", "nats"),
+			Logger: log.With("component", "nats"), Leaf: leaf,
 		}
 		if sync := c.String("store-sync"); sync == "always" {
 			eo.SyncAlways = true
