@@ -1,0 +1,140 @@
+package relay
+
+import (
+	"bytes"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// TestKeepaliveWithinInterval: no stream stays silent longer than
+// Keepalive, counted from the last byte written: the response head and
+// each event count as bytes, and the next keepalive comes at most one
+// interval after them (a tick that merely skips when something was written
+// lets the silence grow to two intervals).
+//
+// Measured on a raw socket as the gaps between arrivals, with a margin of
+// most of an interval for a slow machine: the gap after the head is at
+// least 2 s with a skipping tick, and about 1 s with a correct one.
+func TestKeepaliveWithinInterval(t *testing.T) {
+	const keepalive = time.Second
+	const limit = keepalive * 18 / 10
+	for _, tc := range []struct {
+		name     string
+		noHijack bool
+	}{{"taken-over connection", false}, {"inside net/http", true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			e := newEnv(t, withConfig(func(c *Config) { c.Keepalive = keepalive; c.NoHijack = tc.noHijack }))
+			a := openArrivals(t, e, "app_id=demo", token(t, "alice"))
+			a.waitFor(t, "sserelay.connected", 1)
+			a.waitFor(t, ": keepalive", 2)
+			e.publish("sse.demo.alice", "an event")
+			a.waitFor(t, "data: an event", 1)
+			a.waitFor(t, ": keepalive", 3)
+			for i, gap := range a.gaps() {
+				if gap > limit {
+					t.Errorf("silent for %s before arrival %d (keepalive %s)", gap.Round(time.Millisecond), i+1, keepalive)
+				}
+			}
+			if t.Failed() {
+				t.Logf("arrivals:\n%s", a.String())
+			}
+		})
+	}
+}
+
+// arrivals reads a stream on a raw socket and records when each chunk of
+// bytes arrived.
+type arrivals struct {
+	conn net.Conn
+	done chan struct{}
+
+	mu     sync.Mutex
+	times  []time.Time
+	chunks []string
+	all    bytes.Buffer
+}
+
+func openArrivals(t *testing.T, e *testEnv, query, tok string) *arrivals {
+	t.Helper()
+	conn, err := net.Dial("tcp", strings.TrimPrefix(e.url, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := &arrivals{conn: conn, done: make(chan struct{})}
+	t.Cleanup(func() { conn.Close(); <-a.done })
+	req := "GET /v1/events?" + query + " HTTP/1.1\r\nHost: relay\r\nAccept: text/event-stream\r\nAuthorization: Bearer " + tok + "\r\n\r\n"
+	if _, err := conn.Write([]byte(req)); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		defer close(a.done)
+		buf := make([]byte, 64<<10)
+		for {
+			n, err := conn.Read(buf)
+			if n > 0 {
+				a.mu.Lock()
+				a.times = append(a.times, time.Now())
+				a.chunks = append(a.chunks, string(buf[:n]))
+				a.all.Write(buf[:n])
+				a.mu.Unlock()
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	return a
+}
+
+// waitFor waits until s occurs n times in the bytes read.
+func (a *arrivals) waitFor(t *testing.T, s string, n int) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		a.mu.Lock()
+		got := strings.Count(a.all.String(), s)
+		a.mu.Unlock()
+		if got >= n {
+			return
+		}
+		select {
+		case <-a.done:
+			t.Fatalf("stream ended before %d× %q:\n%s", n, s, a.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no %d× %q within 15 s:\n%s", n, s, a.String())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// gaps returns the time between consecutive arrivals, from the first one
+// (the response head).
+func (a *arrivals) gaps() []time.Duration {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var out []time.Duration
+	for i := 1; i < len(a.times); i++ {
+		out = append(out, a.times[i].Sub(a.times[i-1]))
+	}
+	return out
+}
+
+func (a *arrivals) String() string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var b strings.Builder
+	for i, c := range a.chunks {
+		at := time.Duration(0)
+		if i > 0 {
+			at = a.times[i].Sub(a.times[0])
+		}
+		b.WriteString("  +" + at.Round(time.Millisecond).String() + " " + strings.ReplaceAll(strings.ReplaceAll(c, "\r", `\r`), "\n", `\n`) + "\n")
+	}
+	return b.String()
+}
