@@ -161,7 +161,18 @@ func (r *Relay) sendAway(w http.ResponseWriter, reason string) {
 	setStreamHeaders(w)
 	w.WriteHeader(http.StatusOK)
 	b := sse.AppendComment(nil, reason)
-	_, _ = w.Write(sse.AppendRetry(b, r.retryHint()))
+	_, _ = w.Write(appendRetry(b, r.retryHint()))
+}
+
+// appendRetry appends a retry field without the blank line that would end
+// a block: clients apply the field as they parse it, but a block of its own
+// reaches lenient clients (go-sse, fetch-event-source) as an event with
+// empty data. So it goes into the block of an event, or last before a
+// close, where the unfinished block is discarded and the hint stays.
+func appendRetry(dst []byte, ms int64) []byte {
+	dst = append(dst, "retry: "...)
+	dst = strconv.AppendInt(dst, ms, 10)
+	return append(dst, '\n')
 }
 
 func (r *Relay) serveEvents(w http.ResponseWriter, req *http.Request) {
@@ -194,7 +205,7 @@ func (r *Relay) serveEvents(w http.ResponseWriter, req *http.Request) {
 	setStreamHeaders(w)
 	w.Header().Set("X-Connection-Id", sr.connID)
 	hello, _ := json.Marshal(map[string]string{"connection_id": sr.connID, "user": s.user, "app_id": s.app})
-	b := sse.AppendRetry(nil, r.cfg.Retry.Milliseconds())
+	b := appendRetry(nil, r.cfg.Retry.Milliseconds()) // a field of the connected event's block
 	if sr.hasID {
 		b = sse.AppendMessage(b, EventConnected, hello)
 	} else {

@@ -254,10 +254,10 @@ func epRetryOnly(t testing.TB, rest, comment string) {
 		}
 	}
 	v, ok := strings.CutPrefix(rest, "retry: ")
-	if !ok || !strings.HasSuffix(v, "\n\n") {
-		t.Fatalf("stream ends with %q, want exactly a retry block", rest)
+	if !ok || !strings.HasSuffix(v, "\n") || strings.HasSuffix(v, "\n\n") {
+		t.Fatalf("stream ends with %q, want exactly a retry field with no blank line after it", rest)
 	}
-	ms, err := strconv.Atoi(strings.TrimSuffix(v, "\n\n"))
+	ms, err := strconv.Atoi(strings.TrimSuffix(v, "\n"))
 	if err != nil || ms < 2000 || ms > 4000 {
 		t.Fatalf("retry hint %q, want 2000 to 4000 ms", v)
 	}
@@ -373,7 +373,7 @@ func TestEventsWireBytes(t *testing.T) {
 		return string(buf)
 	}
 	cid := resp.Header.Get("X-Connection-Id")
-	want := "retry: 2000\n\n" +
+	want := "retry: 2000\n" +
 		"id: 0\nevent: sserelay.connected\ndata: {\"app_id\":\"demo\",\"connection_id\":\"" + cid + "\",\"user\":\"alice\"}\n\n"
 	if got := readN(len(want)); got != want {
 		t.Fatalf("stream starts with\n%q\nwant\n%q", got, want)

@@ -50,7 +50,7 @@ type session struct {
 	partial  []byte          // the unwritten rest of such a write, written first by the session
 	out      sink
 	lastSent uint64 // resume position: the client has every event of its filter up to here
-	active   bool   // something was written since the last keepalive tick
+	active   bool   // something was written since the last keepalive tick (ticks come twice per interval)
 	spare    []*frame
 	scratch  []byte // encoding buffer during a catch-up
 }
@@ -139,7 +139,7 @@ func (s *session) run(ctx context.Context, hasID bool, lastID, c uint64, expires
 	if errors.Is(err, errDraining) {
 		// Whatever it was doing: a last hint with jitter so that the clients
 		// of this instance do not all come back in the same millisecond.
-		if werr := s.write(sse.AppendRetry(nil, s.r.retryHint())); werr == nil {
+		if werr := s.write(appendRetry(nil, s.r.retryHint())); werr == nil {
 			_ = s.flush()
 		}
 	}
@@ -159,7 +159,14 @@ func (s *session) stream(ctx context.Context, hasID bool, lastID, c uint64, expi
 	// gone, drain, token expiry, keepalive tick) signals ctl and leaves a flag.
 	stopCtx := context.AfterFunc(ctx, s.signal)
 	defer stopCtx()
-	keepalive := time.AfterFunc(s.r.cfg.Keepalive, func() { s.keepaliveDue.Store(true); s.signal() })
+	// The keepalive ticks twice per interval: a tick that finds something
+	// written since the one before only clears the mark, the next one
+	// writes. The last byte written is then at most one interval old
+	// whenever a comment goes out; one tick per interval would let a write
+	// right after a tick (the response head, say) stretch the silence to
+	// two intervals.
+	tick := max(s.r.cfg.Keepalive/2, time.Millisecond)
+	keepalive := time.AfterFunc(tick, func() { s.keepaliveDue.Store(true); s.signal() })
 	defer keepalive.Stop()
 	if !expires.IsZero() {
 		t := time.AfterFunc(time.Until(expires), func() { s.expired.Store(true); s.signal() })
@@ -220,16 +227,17 @@ func (s *session) stream(ctx context.Context, hasID bool, lastID, c uint64, expi
 				return errTokenExpired
 			}
 			if s.keepaliveDue.Swap(false) {
-				if !s.active {
-					if err := s.write(sse.AppendComment(nil, "keepalive")); err != nil {
+				if s.active {
+					s.active = false
+				} else {
+					if err := s.write(sse.AppendComment(nil, "keepalive")); err != nil { // marks it active
 						return err
 					}
 					if err := s.flush(); err != nil {
 						return err
 					}
 				}
-				s.active = false
-				keepalive.Reset(s.r.cfg.Keepalive)
+				keepalive.Reset(tick)
 			}
 		}
 	}

@@ -246,10 +246,11 @@ func canonJSON(s string) string {
 	return string(b)
 }
 
-// connectedFrame is the canonical first event: retry hint, then
-// sserelay.connected (with id c unless the client sent a Last-Event-ID).
+// connectedFrame is the canonical first event: sserelay.connected with the
+// retry hint as a field of its block (with id c unless the client sent a
+// Last-Event-ID).
 func connectedFrame(retryMS int, withID bool, c uint64, connID, user, app string) string {
-	s := "retry: " + strconv.Itoa(retryMS) + "\n\n"
+	s := "retry: " + strconv.Itoa(retryMS) + "\n"
 	if withID {
 		s += "id: " + strconv.FormatUint(c, 10) + "\n"
 	}
