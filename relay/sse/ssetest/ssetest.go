@@ -35,6 +35,7 @@ type Stream struct {
 	body   io.ReadCloser
 	cancel context.CancelFunc
 	done   chan struct{}
+	demand chan struct{} // on-demand streams: a reader waits for bytes
 
 	mu   sync.Mutex
 	buf  []byte
@@ -68,7 +69,7 @@ func Open(client *http.Client, req *http.Request) (*Stream, error) {
 		cancel()
 		return nil, &StatusError{Code: resp.StatusCode, Header: resp.Header, Body: b}
 	}
-	s := start(resp.Body, cancel)
+	s := start(resp.Body, cancel, false)
 	s.Response = resp
 	return s, nil
 }
@@ -86,21 +87,47 @@ func (e *StatusError) Error() string {
 
 // New starts reading an event stream from r (a raw connection, say). Close
 // closes r.
-func New(r io.ReadCloser) *Stream { return start(r, func() {}) }
+func New(r io.ReadCloser) *Stream { return start(r, func() {}, false) }
 
-func start(body io.ReadCloser, cancel context.CancelFunc) *Stream {
+// NewOnDemand is New for a client that reads only while one of its
+// methods waits for bytes (NextBlock, Next, WaitRaw), a few KiB at a
+// time: between calls the stream's bytes stay in the connection, so that
+// a test can play a client that stops reading.
+func NewOnDemand(r io.ReadCloser) *Stream { return start(r, func() {}, true) }
+
+func start(body io.ReadCloser, cancel context.CancelFunc, onDemand bool) *Stream {
 	s := &Stream{body: body, cancel: cancel, done: make(chan struct{}), more: make(chan struct{})}
+	if onDemand {
+		s.demand = make(chan struct{}, 1)
+	}
 	s.dec = sse.NewDecoder(cursor{s})
 	go s.read()
 	return s
+}
+
+// want tells an on-demand stream's reader that a caller waits for bytes.
+func (s *Stream) want() {
+	if s.demand != nil {
+		select {
+		case s.demand <- struct{}{}:
+		default:
+		}
+	}
 }
 
 // read is the stream's one goroutine; it ends when the body does (Close
 // makes it).
 func (s *Stream) read() {
 	defer close(s.done)
-	b := make([]byte, 32<<10)
+	size := 32 << 10
+	if s.demand != nil {
+		size = 4 << 10
+	}
+	b := make([]byte, size)
 	for {
+		if s.demand != nil {
+			<-s.demand
+		}
 		n, err := s.body.Read(b)
 		s.mu.Lock()
 		s.buf = append(s.buf, b[:n]...)
@@ -122,6 +149,7 @@ func (s *Stream) Close() {
 	s.closed.Do(func() {
 		s.cancel()
 		s.body.Close()
+		s.want() // an on-demand reader waiting for demand sees the closed body
 	})
 	<-s.done
 }
@@ -175,6 +203,7 @@ func (s *Stream) WaitRaw(timeout time.Duration, cond func(raw string) bool) (str
 		if err != nil {
 			return raw, err
 		}
+		s.want()
 		select {
 		case <-more:
 		case <-t.C:
@@ -237,6 +266,7 @@ func (c cursor) Read(p []byte) (int, error) {
 		if wait <= 0 {
 			return 0, ErrTimeout
 		}
+		s.want()
 		t := time.NewTimer(wait)
 		select {
 		case <-more:

@@ -108,3 +108,30 @@ func TestCloseEndsReading(t *testing.T) {
 	}
 	s.Close() // twice is fine
 }
+
+// An on-demand stream reads nothing while no one waits for bytes.
+func TestOnDemand(t *testing.T) {
+	pr, pw := io.Pipe()
+	s := NewOnDemand(pr)
+	defer s.Close()
+	wrote := make(chan error, 1)
+	go func() {
+		_, err := pw.Write([]byte("data: 1\n\n"))
+		wrote <- err
+	}()
+	select {
+	case err := <-wrote:
+		t.Fatalf("the write went through (%v) while no one read", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	if b, err := s.Next(10 * time.Second); err != nil || b.Event.Data != "1" {
+		t.Fatalf("Next: %+v, %v", b, err)
+	}
+	if err := <-wrote; err != nil {
+		t.Fatal(err)
+	}
+	pw.Close()
+	if _, err := s.Next(10 * time.Second); err != io.EOF {
+		t.Fatalf("after the end: %v, want io.EOF", err)
+	}
+}
