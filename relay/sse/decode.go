@@ -103,6 +103,10 @@ func (d *Decoder) Limit(n int) { d.max = n }
 // Last-Event-ID when it reconnects.
 func (d *Decoder) LastEventID() string { return d.lastID }
 
+// Buffered returns the number of bytes read from the reader and not yet
+// parsed: the reader's position minus Buffered is where the decoder is.
+func (d *Decoder) Buffered() int { return len(d.buf) - d.start }
+
 // Retry returns the reconnection time the stream set, or 0 if it set none.
 func (d *Decoder) Retry() time.Duration { return d.retry }
 

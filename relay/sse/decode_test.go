@@ -140,6 +140,9 @@ func TestDecoderBlocks(t *testing.T) {
 	if !got[2].Fields[0].IsComment() || got[1].Fields[0].IsComment() {
 		t.Fatal("IsComment is wrong")
 	}
+	if n := d.Buffered(); n != 0 {
+		t.Fatalf("Buffered at the end = %d, want 0", n)
+	}
 	if d.LastEventID() != "6" {
 		t.Fatalf("LastEventID = %q, want 6", d.LastEventID())
 	}

@@ -235,6 +235,16 @@ func (s *Stream) Next(timeout time.Duration) (sse.Block, error) {
 	}
 }
 
+// Offset returns how many bytes of the stream the cursor has parsed: after
+// NextBlock returned a block, Raw()[Offset():] is what came after it.
+func (s *Stream) Offset() int {
+	s.cur.Lock()
+	defer s.cur.Unlock()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.pos - s.dec.Buffered()
+}
+
 // LastEventID is the last event ID after the blocks the cursor has read:
 // what a browser would send as Last-Event-ID on a reconnect.
 func (s *Stream) LastEventID() string {

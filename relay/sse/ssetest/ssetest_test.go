@@ -71,6 +71,10 @@ func TestStream(t *testing.T) {
 	if err != nil || b.Event.ID != "2" || b.Event.Data != "y" {
 		t.Fatalf("event 2 after the timeout: %+v, %v", b, err)
 	}
+	<-s.Done()
+	if got := s.Raw()[s.Offset():]; got != ": bye\n" {
+		t.Fatalf("after event 2: %q, want the trailing comment", got)
+	}
 	if _, err := s.Next(10 * time.Second); err != io.EOF {
 		t.Fatalf("after the end: err %v, want io.EOF (the trailing comment dispatches nothing)", err)
 	}
