@@ -2,7 +2,10 @@ package e2e_test
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -191,4 +194,60 @@ func TestWebClientHiddenAndOffline(t *testing.T) {
 	if len(rec.Connected) != 3 {
 		t.Errorf("%d connections, want 3", len(rec.Connected))
 	}
+}
+
+// TestDemoPage: the demo page at / connects with a pasted token, shows the
+// state, the connection id and each event, and publishes from the page; a
+// second tab gets the first tab's event, the first does not. The screenshot
+// is written to $SSERELAY_SCREENSHOT_DIR (default: the test's temp dir).
+func TestDemoPage(t *testing.T) {
+	t.Parallel()
+	const secret = "demo-secret"
+	r := startRelay(t, relayOpts{Secret: secret, Args: []string{"--no-demo=false"}})
+	r.freshStream(t)
+	tok := token(t, secret, "alice", "--app", "demo", "--publish", "demo")
+	b := startBrowser(t)
+	tab1 := b.open(r.URL + "/#connect=1&app=demo&token=" + tok)
+	tab2 := b.open(r.URL + "/#connect=1&app=demo&token=" + tok)
+	for _, p := range []*page{tab1, tab2} {
+		p.waitTrue("the demo to connect", `document.getElementById("state").textContent === "open"`)
+	}
+	for i, data := range []string{"hello from the backend", `{"todo":"buy milk","done":false}`, "two\nlines"} {
+		event := []string{"", "note", "note"}[i]
+		body := map[string]any{"app_id": "demo", "feed": "alice", "data": data}
+		if event != "" {
+			body["event"] = event
+		}
+		publishHTTP(t, r.URL, tok, body, nil)
+	}
+	// Tab 1 publishes with its connection id: only tab 2 shows it.
+	tab1.must(`document.getElementById("pub-data").value = "published from tab 1"; document.getElementById("publish").click()`, nil)
+	tab1.waitTrue("tab 1's publish result", `document.getElementById("pub-result").textContent.startsWith("published as #")`)
+	tab2.waitTrue("tab 2 to show tab 1's event", `document.getElementById("log").textContent.includes("published from tab 1")`)
+	tab1.waitTrue("tab 1 to show the backend's events", `document.getElementById("log").textContent.includes("two\nlines")`)
+	var shown1 string
+	tab1.must(`document.getElementById("log").textContent`, &shown1)
+	if strings.Contains(shown1, "published from tab 1") {
+		t.Errorf("tab 1 shows its own event:\n%s", shown1)
+	}
+	var conn, counts string
+	tab1.must(`document.getElementById("conn").textContent`, &conn)
+	tab2.must(`document.getElementById("counts").textContent`, &counts)
+	if len(conn) < 8 || !strings.HasPrefix(counts, "4 events") {
+		t.Errorf("tab 1 shows connection id %q; tab 2 counts %q, want 4 events", conn, counts)
+	}
+
+	png := tab2.screenshot()
+	if len(png) < 8 || string(png[1:4]) != "PNG" {
+		t.Fatalf("screenshot is not a PNG (%d bytes)", len(png))
+	}
+	dir := os.Getenv("SSERELAY_SCREENSHOT_DIR")
+	if dir == "" {
+		dir = t.TempDir()
+	}
+	path := filepath.Join(dir, "demo-page.png")
+	if err := os.WriteFile(path, png, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("screenshot: %s (%d bytes)", path, len(png))
 }
