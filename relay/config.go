@@ -4,9 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sserelay/sserelay/relay/auth"
 	"github.com/sserelay/sserelay/relay/subject"
@@ -18,9 +20,14 @@ type TokenVerifier interface {
 	Verify(token string) (*auth.Claims, error)
 }
 
-// Config configures a Relay. Zero values take the documented defaults.
+// Config configures a Relay. Zero values take the documented defaults,
+// which DefaultConfig returns.
 type Config struct {
-	// Conn is the relay's NATS connection. Required. The relay does not close it.
+	// JetStream is the JetStream context the relay uses: its connection,
+	// API prefix or domain included. Either it or Conn is required.
+	JetStream jetstream.JetStream
+	// Conn is the relay's NATS connection; with JetStream set it must be
+	// JetStream's (or nil). The relay does not close it.
 	Conn *nats.Conn
 	// Verifier checks tokens. Required.
 	Verifier TokenVerifier
@@ -28,7 +35,8 @@ type Config struct {
 	Stream string
 	// SubjectPrefix is the first subject token (default "sse").
 	SubjectPrefix string
-	// JetStreamDomain selects a JetStream domain (for leaf-node setups).
+	// JetStreamDomain selects a JetStream domain (for leaf-node setups) when
+	// JetStream is not given; otherwise it must be empty or JetStream's.
 	JetStreamDomain string
 	// Logger receives the relay's logs (default slog.Default()).
 	Logger *slog.Logger
@@ -95,35 +103,88 @@ type Config struct {
 // ErrInvalidConfig is wrapped by configuration errors.
 var ErrInvalidConfig = errors.New("invalid relay config")
 
+// DefaultConfig returns the defaults of every option: what a zero field of
+// a Config passed to New becomes. (Logger's default is slog.Default(), taken
+// when New runs.)
+func DefaultConfig() Config {
+	return Config{
+		Stream:          "SSE",
+		SubjectPrefix:   "sse",
+		Keepalive:       15 * time.Second,
+		Retry:           2 * time.Second,
+		WriteTimeout:    10 * time.Second,
+		QueueEvents:     4096,
+		QueueBytes:      4 << 20,
+		ReplayBatch:     1024,
+		ReplayBytes:     1 << 20,
+		RingEvents:      262144,
+		RingBytes:       64 << 20,
+		MaxReplays:      32,
+		MaxFeeds:        16,
+		MaxTopics:       16,
+		PollPage:        500,
+		MaxPublishBytes: 64 << 10,
+		PublishTimeout:  5 * time.Second,
+		RequestTimeout:  5 * time.Second,
+		TokenCache:      10000,
+	}
+}
+
+// DefaultStreamOptions returns the defaults of StreamOptions: what a zero
+// field passed to EnsureStream becomes.
+func DefaultStreamOptions() StreamOptions {
+	return StreamOptions{
+		Name:          "SSE",
+		SubjectPrefix: "sse",
+		MaxAge:        24 * time.Hour,
+		MaxBytes:      1 << 30,
+		MaxMsgs:       -1,
+		Duplicates:    2 * time.Minute,
+		Replicas:      1,
+	}
+}
+
+func (o *StreamOptions) setDefaults() {
+	d := DefaultStreamOptions()
+	setDefault(&o.Name, d.Name)
+	setDefault(&o.SubjectPrefix, d.SubjectPrefix)
+	setDefault(&o.MaxAge, d.MaxAge)
+	setDefault(&o.MaxBytes, d.MaxBytes)
+	setDefault(&o.MaxMsgs, d.MaxMsgs)
+	setDefault(&o.Duplicates, d.Duplicates)
+	setDefault(&o.Replicas, d.Replicas)
+}
+
 func (c *Config) setDefaults() error {
-	if c.Conn == nil {
-		return fmt.Errorf("%w: a NATS connection is required", ErrInvalidConfig)
+	if err := c.setJetStream(); err != nil {
+		return err
 	}
 	if c.Verifier == nil {
 		return fmt.Errorf("%w: a token verifier is required", ErrInvalidConfig)
 	}
-	setDefault(&c.Stream, "SSE")
-	setDefault(&c.SubjectPrefix, "sse")
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
-	setDefault(&c.Keepalive, 15*time.Second)
-	setDefault(&c.Retry, 2*time.Second)
-	setDefault(&c.WriteTimeout, 10*time.Second)
-	setDefault(&c.QueueEvents, 4096)
-	setDefault(&c.QueueBytes, 4<<20)
-	setDefault(&c.ReplayBatch, 1024)
-	setDefault(&c.ReplayBytes, 1<<20)
-	setDefault(&c.MaxReplays, 32)
-	setDefault(&c.RingEvents, 262144)
-	setDefault(&c.RingBytes, 64<<20)
-	setDefault(&c.TokenCache, 10000)
-	setDefault(&c.MaxFeeds, 16)
-	setDefault(&c.MaxTopics, 16)
-	setDefault(&c.PollPage, 500)
-	setDefault(&c.MaxPublishBytes, 64<<10)
-	setDefault(&c.PublishTimeout, 5*time.Second)
-	setDefault(&c.RequestTimeout, 5*time.Second)
+	d := DefaultConfig()
+	setDefault(&c.Stream, d.Stream)
+	setDefault(&c.SubjectPrefix, d.SubjectPrefix)
+	setDefault(&c.Keepalive, d.Keepalive)
+	setDefault(&c.Retry, d.Retry)
+	setDefault(&c.WriteTimeout, d.WriteTimeout)
+	setDefault(&c.QueueEvents, d.QueueEvents)
+	setDefault(&c.QueueBytes, d.QueueBytes)
+	setDefault(&c.ReplayBatch, d.ReplayBatch)
+	setDefault(&c.ReplayBytes, d.ReplayBytes)
+	setDefault(&c.MaxReplays, d.MaxReplays)
+	setDefault(&c.RingEvents, d.RingEvents)
+	setDefault(&c.RingBytes, d.RingBytes)
+	setDefault(&c.TokenCache, d.TokenCache)
+	setDefault(&c.MaxFeeds, d.MaxFeeds)
+	setDefault(&c.MaxTopics, d.MaxTopics)
+	setDefault(&c.PollPage, d.PollPage)
+	setDefault(&c.MaxPublishBytes, d.MaxPublishBytes)
+	setDefault(&c.PublishTimeout, d.PublishTimeout)
+	setDefault(&c.RequestTimeout, d.RequestTimeout)
 	if !subject.ValidTopic(c.SubjectPrefix) {
 		return fmt.Errorf("%w: subject prefix %q", ErrInvalidConfig, c.SubjectPrefix)
 	}
@@ -131,6 +192,52 @@ func (c *Config) setDefaults() error {
 		return fmt.Errorf("%w: replay batch, max replays and queue limits must be positive", ErrInvalidConfig)
 	}
 	return nil
+}
+
+// setJetStream makes JetStream and Conn agree: a JetStream context built
+// from Conn and JetStreamDomain when none is given, or Conn taken from it.
+func (c *Config) setJetStream() error {
+	if c.JetStream == nil {
+		if c.Conn == nil {
+			return fmt.Errorf("%w: a NATS connection or JetStream context is required", ErrInvalidConfig)
+		}
+		var err error
+		if c.JetStreamDomain != "" {
+			c.JetStream, err = jetstream.NewWithDomain(c.Conn, c.JetStreamDomain)
+		} else {
+			c.JetStream, err = jetstream.New(c.Conn)
+		}
+		if err != nil {
+			return fmt.Errorf("%w: jetstream: %w", ErrInvalidConfig, err)
+		}
+		return nil
+	}
+	if c.Conn == nil {
+		c.Conn = c.JetStream.Conn()
+	}
+	if c.Conn != c.JetStream.Conn() {
+		return fmt.Errorf("%w: Conn is not the JetStream context's connection", ErrInvalidConfig)
+	}
+	if d := c.JetStream.Options().Domain; c.JetStreamDomain != "" && c.JetStreamDomain != d {
+		return fmt.Errorf("%w: JetStreamDomain %q, but the JetStream context's domain is %q", ErrInvalidConfig, c.JetStreamDomain, d)
+	}
+	c.JetStreamDomain = c.JetStream.Options().Domain
+	return nil
+}
+
+// apiPrefix returns the subject prefix of js's API requests, for the
+// requests nats.go has no call for (batch Direct Get), the way nats.go
+// derives it: the domain's prefix, else the custom prefix, else $JS.API.
+func apiPrefix(js jetstream.JetStream) string {
+	o := js.Options()
+	switch {
+	case o.Domain != "":
+		return "$JS." + o.Domain + ".API."
+	case o.APIPrefix != "":
+		return strings.TrimSuffix(o.APIPrefix, ".") + "."
+	default:
+		return jetstream.DefaultAPIPrefix
+	}
 }
 
 func setDefault[T comparable](v *T, def T) {

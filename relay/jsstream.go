@@ -43,13 +43,7 @@ var ErrIncompatibleStream = errors.New("incompatible stream")
 // subject limits, work-queue retention) or reject publishers (discard-new),
 // since the relay could then not tell a client what it missed.
 func EnsureStream(ctx context.Context, js jetstream.JetStream, o StreamOptions) (*jetstream.StreamInfo, error) {
-	setDefault(&o.Name, "SSE")
-	setDefault(&o.SubjectPrefix, "sse")
-	setDefault(&o.MaxAge, 24*time.Hour)
-	setDefault(&o.MaxBytes, 1<<30)
-	setDefault(&o.MaxMsgs, -1)
-	setDefault(&o.Duplicates, 2*time.Minute)
-	setDefault(&o.Replicas, 1)
+	o.setDefaults()
 	if o.Duplicates > o.MaxAge {
 		o.Duplicates = o.MaxAge
 	}

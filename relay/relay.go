@@ -55,24 +55,12 @@ func New(cfg Config) (*Relay, error) {
 		return nil, err
 	}
 	cfg.Verifier = auth.NewCache(cfg.Verifier, cfg.TokenCache)
-	var js jetstream.JetStream
-	var err error
-	apiPfx := "$JS.API."
-	if cfg.JetStreamDomain != "" {
-		js, err = jetstream.NewWithDomain(cfg.Conn, cfg.JetStreamDomain)
-		apiPfx = "$JS." + cfg.JetStreamDomain + ".API."
-	} else {
-		js, err = jetstream.New(cfg.Conn)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("jetstream: %w", err)
-	}
 	m := newMetrics()
 	return &Relay{
 		cfg:         cfg,
 		log:         cfg.Logger,
-		js:          js,
-		apiPfx:      apiPfx,
+		js:          cfg.JetStream,
+		apiPfx:      apiPrefix(cfg.JetStream),
 		metrics:     m,
 		hub:         newHub(&cfg, m),
 		replaySlots: make(chan struct{}, cfg.MaxReplays),
