@@ -15,73 +15,81 @@ import (
 	"github.com/sserelay/sserelay/relay/subject"
 )
 
+// publishConfig is what `sserelay publish` is configured with.
+type publishConfig struct {
+	NATSURL, NATSCreds, SubjectPrefix string
+	Req                               relay.PublishRequest
+	Timeout                           time.Duration
+}
+
 func publishCommand() *cli.Command {
+	cfg := &publishConfig{NATSURL: nats.DefaultURL, SubjectPrefix: relay.DefaultConfig().SubjectPrefix, Timeout: 5 * time.Second}
+	p := &cfg.Req
 	return &cli.Command{
 		Name:      "publish",
 		Usage:     "publish one event through JetStream and print its stream sequence",
 		ArgsUsage: "[DATA]  (no DATA or - reads stdin)",
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "nats-url", EnvVars: env("nats-url"), Value: nats.DefaultURL, Usage: "NATS server URL"},
-			&cli.StringFlag{Name: "nats-creds", EnvVars: env("nats-creds"), Usage: "NATS credentials file"},
-			&cli.StringFlag{Name: "subject-prefix", EnvVars: env("subject-prefix"), Value: "sse", Usage: "first subject token"},
-			&cli.StringFlag{Name: "app", Required: true, Usage: "app id"},
-			&cli.StringFlag{Name: "feed", Required: true, Usage: "feed: a user id, or a shared feed"},
-			&cli.StringFlag{Name: "topic", Usage: "topic (tokens joined by '.')"},
-			&cli.StringFlag{Name: "event", Usage: "SSE event name (Sse-Event header)"},
-			&cli.StringFlag{Name: "connection-id", Usage: "connection that must not receive the event (X-Connection-Id header)"},
-			&cli.StringFlag{Name: "id", Usage: "de-duplication id (Nats-Msg-Id header)"},
-			&cli.DurationFlag{Name: "timeout", Value: 5 * time.Second, Usage: "wait this long for the acknowledgement"},
+			stringVar(&cfg.NATSURL, "", "nats-url", "NATS server URL"),
+			stringVar(&cfg.NATSCreds, "", "nats-creds", "NATS credentials file"),
+			stringVar(&cfg.SubjectPrefix, "", "subject-prefix", "first subject token"),
+			&cli.StringFlag{Name: "app", Required: true, Usage: "app id", Destination: &p.AppID},
+			&cli.StringFlag{Name: "feed", Required: true, Usage: "feed: a user id, or a shared feed", Destination: &p.Feed},
+			&cli.StringFlag{Name: "topic", Usage: "topic (tokens joined by '.')", Destination: &p.Topic},
+			&cli.StringFlag{Name: "event", Usage: "SSE event name (Sse-Event header)", Destination: &p.Event},
+			&cli.StringFlag{Name: "connection-id", Usage: "connection that must not receive the event (X-Connection-Id header)", Destination: &p.ConnectionID},
+			&cli.StringFlag{Name: "id", Usage: "de-duplication id (Nats-Msg-Id header)", Destination: &p.ID},
+			&cli.DurationFlag{Name: "timeout", Value: cfg.Timeout, Usage: "wait this long for the acknowledgement", Destination: &cfg.Timeout},
 		},
-		Action: func(c *cli.Context) error {
-			var data []byte
-			switch arg := c.Args().First(); {
-			case c.NArg() > 1:
-				return errors.New("publish takes one DATA argument (quote it)")
-			case arg == "" || arg == "-":
-				b, err := io.ReadAll(io.LimitReader(c.App.Reader, 8<<20))
-				if err != nil {
-					return fmt.Errorf("read stdin: %w", err)
-				}
-				data = b
-			default:
-				data = []byte(arg)
-			}
-			p := relay.PublishRequest{
-				AppID: c.String("app"), Feed: c.String("feed"), Topic: c.String("topic"),
-				Event: c.String("event"), ConnectionID: c.String("connection-id"), ID: c.String("id"),
-				Data: []byte(`""`), // validated separately: any bytes are fine here
-			}
-			if err := p.Validate(); err != nil {
-				return err
-			}
-			opts := []nats.Option{nats.Name("sserelay publish")}
-			if cr := c.String("nats-creds"); cr != "" {
-				opts = append(opts, nats.UserCredentials(cr))
-			}
-			nc, err := nats.Connect(c.String("nats-url"), opts...)
-			if err != nil {
-				return fmt.Errorf("connect to %s: %w", c.String("nats-url"), err)
-			}
-			defer nc.Close()
-			js, err := jetstream.New(nc)
-			if err != nil {
-				return err
-			}
-			msg := nats.NewMsg(subject.Join(c.String("subject-prefix"), p.AppID, p.Feed, p.Topic))
-			msg.Data = data
-			for h, v := range map[string]string{relay.HeaderEvent: p.Event, relay.HeaderConnectionID: p.ConnectionID, relay.HeaderMsgID: p.ID} {
-				if v != "" {
-					msg.Header.Set(h, v)
-				}
-			}
-			ctx, cancel := context.WithTimeout(c.Context, c.Duration("timeout"))
-			defer cancel()
-			ack, err := js.PublishMsg(ctx, msg)
-			if err != nil {
-				return fmt.Errorf("publish to %s: %w", msg.Subject, err)
-			}
-			_, err = fmt.Fprintln(c.App.Writer, ack.Sequence)
-			return err
-		},
+		Action: func(c *cli.Context) error { return publish(c, cfg) },
 	}
+}
+
+func publish(c *cli.Context, cfg *publishConfig) error {
+	var data []byte
+	switch arg := c.Args().First(); {
+	case c.NArg() > 1:
+		return errors.New("publish takes one DATA argument (quote it)")
+	case arg == "" || arg == "-":
+		b, err := io.ReadAll(io.LimitReader(c.App.Reader, 8<<20))
+		if err != nil {
+			return fmt.Errorf("read stdin: %w", err)
+		}
+		data = b
+	default:
+		data = []byte(arg)
+	}
+	p := cfg.Req
+	p.Data = []byte(`""`) // validated separately: any bytes are fine here
+	if err := p.Validate(); err != nil {
+		return err
+	}
+	opts := []nats.Option{nats.Name("sserelay publish")}
+	if cfg.NATSCreds != "" {
+		opts = append(opts, nats.UserCredentials(cfg.NATSCreds))
+	}
+	nc, err := nats.Connect(cfg.NATSURL, opts...)
+	if err != nil {
+		return fmt.Errorf("connect to %s: %w", cfg.NATSURL, err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	msg := nats.NewMsg(subject.Join(cfg.SubjectPrefix, p.AppID, p.Feed, p.Topic))
+	msg.Data = data
+	for h, v := range map[string]string{relay.HeaderEvent: p.Event, relay.HeaderConnectionID: p.ConnectionID, relay.HeaderMsgID: p.ID} {
+		if v != "" {
+			msg.Header.Set(h, v)
+		}
+	}
+	ctx, cancel := context.WithTimeout(c.Context, cfg.Timeout)
+	defer cancel()
+	ack, err := js.PublishMsg(ctx, msg)
+	if err != nil {
+		return fmt.Errorf("publish to %s: %w", msg.Subject, err)
+	}
+	_, err = fmt.Fprintln(c.App.Writer, ack.Sequence)
+	return err
 }

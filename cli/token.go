@@ -10,35 +10,43 @@ import (
 	"github.com/sserelay/sserelay/relay/auth"
 )
 
+// tokenFlags is what `sserelay token` is configured with.
+type tokenFlags struct {
+	Secret, Sub, Iss, Aud string
+	Apps, Feeds, Publish  cli.StringSlice
+	TTL                   time.Duration
+}
+
 func tokenCommand() *cli.Command {
+	f := &tokenFlags{TTL: time.Hour}
 	return &cli.Command{
 		Name:  "token",
 		Usage: "print an HS256 token for a user (for development and tests)",
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "jwt-secret", EnvVars: env("jwt-secret"), Required: true, Usage: "HS256 secret the relay verifies with"},
-			&cli.StringFlag{Name: "sub", Required: true, Usage: "the user: their own feed"},
-			&cli.StringSliceFlag{Name: "app", Usage: "app id the token may use (repeatable; none = any)"},
-			&cli.StringSliceFlag{Name: "feed", Usage: "extra feed the token may read (repeatable)"},
-			&cli.StringSliceFlag{Name: "publish", Usage: "app id the token may publish to over HTTP, * for all (repeatable)"},
-			&cli.DurationFlag{Name: "ttl", Value: time.Hour, Usage: "lifetime; 0 for a token without exp"},
-			&cli.StringFlag{Name: "iss", Usage: "issuer claim"},
-			&cli.StringFlag{Name: "aud", Usage: "audience claim"},
+			&cli.StringFlag{Name: "jwt-secret", EnvVars: env("jwt-secret"), Required: true, Usage: "HS256 secret the relay verifies with", Destination: &f.Secret},
+			&cli.StringFlag{Name: "sub", Required: true, Usage: "the user: their own feed", Destination: &f.Sub},
+			&cli.StringSliceFlag{Name: "app", Usage: "app id the token may use (repeatable; none = any)", Destination: &f.Apps},
+			&cli.StringSliceFlag{Name: "feed", Usage: "extra feed the token may read (repeatable)", Destination: &f.Feeds},
+			&cli.StringSliceFlag{Name: "publish", Usage: "app id the token may publish to over HTTP, * for all (repeatable)", Destination: &f.Publish},
+			&cli.DurationFlag{Name: "ttl", Value: f.TTL, Usage: "lifetime; 0 for a token without exp", Destination: &f.TTL},
+			&cli.StringFlag{Name: "iss", Usage: "issuer claim", Destination: &f.Iss},
+			&cli.StringFlag{Name: "aud", Usage: "audience claim", Destination: &f.Aud},
 		},
 		Action: func(c *cli.Context) error {
 			now := time.Now()
 			claims := auth.Claims{
-				RegisteredClaims: jwt.RegisteredClaims{Subject: c.String("sub"), IssuedAt: jwt.NewNumericDate(now), Issuer: c.String("iss")},
-				Apps:             c.StringSlice("app"),
-				Feeds:            c.StringSlice("feed"),
-				Publish:          c.StringSlice("publish"),
+				RegisteredClaims: jwt.RegisteredClaims{Subject: f.Sub, IssuedAt: jwt.NewNumericDate(now), Issuer: f.Iss},
+				Apps:             f.Apps.Value(),
+				Feeds:            f.Feeds.Value(),
+				Publish:          f.Publish.Value(),
 			}
-			if aud := c.String("aud"); aud != "" {
-				claims.Audience = jwt.ClaimStrings{aud}
+			if f.Aud != "" {
+				claims.Audience = jwt.ClaimStrings{f.Aud}
 			}
-			if ttl := c.Duration("ttl"); ttl > 0 {
-				claims.ExpiresAt = jwt.NewNumericDate(now.Add(ttl))
+			if f.TTL > 0 {
+				claims.ExpiresAt = jwt.NewNumericDate(now.Add(f.TTL))
 			}
-			tok, err := auth.Sign([]byte(c.String("jwt-secret")), claims)
+			tok, err := auth.Sign([]byte(f.Secret), claims)
 			if err != nil {
 				return fmt.Errorf("sign token: %w", err)
 			}

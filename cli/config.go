@@ -1,0 +1,88 @@
+package cli
+
+import (
+	"strings"
+	"time"
+
+	"github.com/sserelay/sserelay/relay"
+)
+
+// serveConfig is everything `sserelay serve` is configured with. The flags
+// are bound to its fields, so their defaults are the values it starts with
+// (newServeConfig), most of them relay.DefaultConfig's.
+type serveConfig struct {
+	Relay  relay.Config        // Conn, JetStream, Verifier and Logger are set by serve
+	Stream relay.StreamOptions // Name and SubjectPrefix come from Relay
+	// EpochIDs starts a newly created stream at relay.EpochSeq.
+	EpochIDs bool
+
+	NATS     natsConfig
+	Embedded embeddedConfig
+	Leaf     leafConfig
+	HTTP     httpConfig
+	Tokens   tokenConfig
+	Log      logConfig
+
+	// DrainTimeout bounds the shutdown after SIGTERM.
+	DrainTimeout time.Duration
+	// DebugListen serves pprof on its own port; empty: off.
+	DebugListen string
+}
+
+// natsConfig is the connection to an external NATS server.
+type natsConfig struct {
+	URL    string // empty: the embedded server
+	Creds  string
+	Domain string // JetStream domain
+}
+
+// embeddedConfig is the embedded server's, when NATS.URL is empty.
+type embeddedConfig struct {
+	DataDir    string
+	Listen     string // "off": no listener
+	ServerName string
+	StoreSync  string // a duration or "always"
+}
+
+type httpConfig struct {
+	Listen            string
+	ReadHeaderTimeout time.Duration
+	MaxHeaderBytes    int
+	CORSOrigins       string // comma-separated
+	H2C               bool
+}
+
+// tokenConfig is auth.Config as flags give it (a string secret).
+type tokenConfig struct {
+	Secret, PublicKeyFile, JWKSURL string
+	Issuer, Audience               string
+	RequireExp                     bool
+}
+
+type logConfig struct {
+	Format, Level string
+}
+
+// newServeConfig returns the defaults of `sserelay serve`.
+func newServeConfig() *serveConfig {
+	return &serveConfig{
+		Relay:        relay.DefaultConfig(),
+		Stream:       relay.DefaultStreamOptions(),
+		EpochIDs:     true,
+		Embedded:     embeddedConfig{DataDir: "./sserelay-data", Listen: "127.0.0.1:4222", StoreSync: "2m"},
+		HTTP:         httpConfig{Listen: "127.0.0.1:8080", ReadHeaderTimeout: 10 * time.Second, MaxHeaderBytes: 16 << 10},
+		Log:          logConfig{Format: "text", Level: "info"},
+		DrainTimeout: 5 * time.Second,
+	}
+}
+
+// origins returns the CORS origins of --cors-origins.
+func (h httpConfig) origins() []string {
+	var out []string
+	for o := range strings.SplitSeq(h.CORSOrigins, ",") {
+		if o = strings.TrimSpace(o); o != "" {
+			out = append(out, o)
+		}
+	}
+	return out
+}

@@ -1,0 +1,88 @@
+package cli
+
+import (
+	"github.com/urfave/cli/v2"
+)
+
+// Flag categories of `sserelay serve` (its help lists them by name).
+const (
+	catHTTP     = "HTTP"
+	catStreams  = "SSE streams"
+	catLimits   = "Limits"
+	catResume   = "Resume"
+	catTokens   = "Tokens"
+	catNATS     = "NATS"
+	catEmbedded = "Embedded NATS server"
+	catStream   = "JetStream stream and retention"
+	catLogging  = "Logging"
+	catDebug    = "Debugging"
+)
+
+// ServeFlags returns the flags of `sserelay serve`, bound to a new default
+// configuration. Every flag has the environment variable SSERELAY_<FLAG>
+// (upper case, '-' as '_'). The names are part of the interface contract:
+// scripts and manifests set them (the k8s tests check them against this).
+func ServeFlags() []cli.Flag { return serveFlags(newServeConfig()) }
+
+func serveFlags(cfg *serveConfig) []cli.Flag {
+	r, s := &cfg.Relay, &cfg.Stream
+	return append([]cli.Flag{
+		stringVar(&cfg.HTTP.Listen, catHTTP, "listen", "HTTP listen address"),
+		boolVar(&cfg.HTTP.H2C, catHTTP, "h2c", "also accept HTTP/2 without TLS (prior knowledge), e.g. from an Envoy or nginx sidecar"),
+		stringVar(&cfg.HTTP.CORSOrigins, catHTTP, "cors-origins", "comma-separated origins allowed by CORS, or *"),
+		boolVar(&r.NoDemo, catHTTP, "no-demo", "do not serve the demo page at /"),
+		durationVar(&cfg.HTTP.ReadHeaderTimeout, catHTTP, "read-header-timeout", "HTTP request header timeout"),
+		intVar(&cfg.HTTP.MaxHeaderBytes, catHTTP, "max-header-bytes", "HTTP request header limit"),
+		durationVar(&cfg.DrainTimeout, catHTTP, "drain-timeout", "on SIGTERM, time for open streams to close before the process stops"),
+
+		durationVar(&r.Keepalive, catStreams, "keepalive", "comment line interval on idle streams"),
+		durationVar(&r.Retry, catStreams, "retry", "reconnection delay hinted to clients"),
+		durationVar(&r.WriteTimeout, catStreams, "write-timeout", "deadline of each write to a client; slower clients are closed"),
+		intVar(&r.QueueEvents, catStreams, "queue-events", "events queued per stream before the client catches up from the store"),
+		intVar(&r.QueueBytes, catStreams, "queue-bytes", "bytes queued per stream before the client catches up from the store"),
+		intVar(&r.PollPage, catStreams, "poll-page", "events per poll=1 response"),
+
+		intVar(&r.MaxStreams, catLimits, "max-streams", "open streams before new ones are asked to retry later (0: no limit)"),
+		intVar(&r.MaxFeeds, catLimits, "max-feeds", "feeds per stream"),
+		intVar(&r.MaxTopics, catLimits, "max-topics", "topics per stream"),
+		int64Var(&r.MaxPublishBytes, catLimits, "max-publish-bytes", "POST /v1/publish body limit"),
+		durationVar(&r.PublishTimeout, catLimits, "publish-timeout", "wait for JetStream's acknowledgement of a publish"),
+
+		intVar(&r.ReplayBatch, catResume, "replay-batch", "events read from the store per request during a resume"),
+		intVar(&r.ReplayBytes, catResume, "replay-bytes", "bytes read from the store per request during a resume"),
+		intVar(&r.MaxReplays, catResume, "max-replays", "resumes reading the store at once"),
+		intVar(&r.RingEvents, catResume, "ring-events", "recent events kept in memory to serve resumes without reading the store (-1: off)"),
+		intVar(&r.RingBytes, catResume, "ring-bytes", "memory bound of those recent events"),
+
+		stringVar(&cfg.Tokens.Secret, catTokens, "jwt-secret", "HS256 secret for tokens"),
+		stringVar(&cfg.Tokens.PublicKeyFile, catTokens, "jwt-public-key", "PEM public key file for RS256, ES256 or EdDSA tokens"),
+		stringVar(&cfg.Tokens.JWKSURL, catTokens, "jwks-url", "JWKS URL for RS256, ES256 or EdDSA tokens"),
+		stringVar(&cfg.Tokens.Issuer, catTokens, "jwt-issuer", "required iss claim"),
+		stringVar(&cfg.Tokens.Audience, catTokens, "jwt-audience", "required aud claim"),
+		boolVar(&cfg.Tokens.RequireExp, catTokens, "jwt-require-exp", "refuse tokens without exp"),
+		intVar(&r.TokenCache, catTokens, "token-cache", "verified tokens remembered until they expire, at most a minute (-1: off)"),
+
+		stringVar(&cfg.NATS.URL, catNATS, "nats-url", "external NATS server URL(s), comma-separated; empty runs an embedded server"),
+		stringVar(&cfg.NATS.Creds, catNATS, "nats-creds", "NATS credentials file for --nats-url"),
+		stringVar(&cfg.NATS.Domain, catNATS, "js-domain", "JetStream domain (leaf-node setups)"),
+
+		stringVar(&cfg.Embedded.DataDir, catEmbedded, "data-dir", "embedded JetStream store directory"),
+		stringVar(&cfg.Embedded.Listen, catEmbedded, "nats-listen", "embedded server's client address for outside publishers, or off"),
+		stringVar(&cfg.Embedded.ServerName, catEmbedded, "server-name", "embedded server name (default: host name)"),
+		stringVar(&cfg.Embedded.StoreSync, catEmbedded, "store-sync", "embedded store fsync interval, or always (fsync before every acknowledgement: survives power loss, costs throughput)"),
+
+		stringVar(&r.Stream, catStream, "stream", "JetStream stream name"),
+		stringVar(&r.SubjectPrefix, catStream, "subject-prefix", "first subject token"),
+		intVar(&s.Replicas, catStream, "stream-replicas", "stream replicas (3 on a NATS cluster)"),
+		boolVar(&cfg.EpochIDs, catStream, "epoch-ids", "start a newly created stream's sequence at the current time in microseconds, so that ids from a lost store are never taken for ids of the new one"),
+		durationVar(&s.MaxAge, catStream, "retention-max-age", "keep events this long: the resume window"),
+		int64Var(&s.MaxBytes, catStream, "retention-max-bytes", "keep at most this many bytes of events (-1: no limit)"),
+		int64Var(&s.MaxMsgs, catStream, "retention-max-msgs", "keep at most this many events (-1: no limit)"),
+		durationVar(&s.Duplicates, catStream, "duplicate-window", "Nats-Msg-Id de-duplication window"),
+
+		stringVar(&cfg.Log.Format, catLogging, "log-format", "text (colored on a terminal) or json"),
+		stringVar(&cfg.Log.Level, catLogging, "log-level", "debug, info, warn or error"),
+
+		stringVar(&cfg.DebugListen, catDebug, "debug-listen", "address for Go's pprof profiles (/debug/pprof/), e.g. 127.0.0.1:6060; empty: off"),
+	}, leafFlags(&cfg.Leaf)...)
+}

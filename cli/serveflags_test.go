@@ -1,0 +1,108 @@
+package cli
+
+import (
+	"fmt"
+	"io"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/sserelay/sserelay/relay"
+)
+
+// parseServeFlags parses args and the environment into a new default
+// configuration with the flags of serve, without running it.
+func parseServeFlags(t *testing.T, args ...string) *serveConfig {
+	t.Helper()
+	cfg := newServeConfig()
+	app := &cli.App{
+		Name: "sserelay", Writer: io.Discard, ErrWriter: io.Discard,
+		Commands: []*cli.Command{{
+			Name: "serve", Flags: serveFlags(cfg),
+			Action:       func(*cli.Context) error { return nil },
+			OnUsageError: func(_ *cli.Context, err error, _ bool) error { return err },
+		}},
+	}
+	if err := app.Run(append([]string{"sserelay", "serve"}, args...)); err != nil {
+		t.Fatalf("serve %q: %v", args, err)
+	}
+	return cfg
+}
+
+// otherValue returns a value for flag f that differs from its default.
+func otherValue(t *testing.T, f cli.Flag) string {
+	switch f := f.(type) {
+	case *cli.StringFlag:
+		return f.Value + "x"
+	case *cli.DurationFlag:
+		return (f.Value + time.Second).String()
+	case *cli.IntFlag:
+		return fmt.Sprint(f.Value + 1)
+	case *cli.Int64Flag:
+		return fmt.Sprint(f.Value + 1)
+	case *cli.BoolFlag:
+		return fmt.Sprint(!f.Value)
+	}
+	t.Fatalf("flag %s: unexpected type %T", f.Names()[0], f)
+	return ""
+}
+
+// TestServeFlagsBound: every flag of serve has its SSERELAY_ variable and a
+// category, and setting it, by argument or by variable, changes the
+// configuration (a flag bound to nothing, or read back under a misspelt
+// name, would leave it at its defaults).
+func TestServeFlagsBound(t *testing.T) {
+	def := newServeConfig()
+	seen := map[string]bool{}
+	for _, f := range serveFlags(newServeConfig()) {
+		name := f.Names()[0]
+		if seen[name] {
+			t.Errorf("--%s declared twice", name)
+		}
+		seen[name] = true
+		d := f.(cli.DocGenerationFlag)
+		if want := "SSERELAY_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_")); !reflect.DeepEqual(d.GetEnvVars(), []string{want}) {
+			t.Errorf("--%s: environment variables %q, want %s", name, d.GetEnvVars(), want)
+		}
+		if f.(cli.CategorizableFlag).GetCategory() == "" {
+			t.Errorf("--%s has no category", name)
+		}
+		v := otherValue(t, f)
+		if cfg := parseServeFlags(t, "--"+name+"="+v); reflect.DeepEqual(cfg, def) {
+			t.Errorf("--%s=%s left the configuration at its defaults", name, v)
+		}
+		t.Run(name, func(t *testing.T) {
+			t.Setenv(d.GetEnvVars()[0], v)
+			if cfg := parseServeFlags(t); reflect.DeepEqual(cfg, def) {
+				t.Errorf("%s=%s left the configuration at its defaults", d.GetEnvVars()[0], v)
+			}
+		})
+	}
+	if len(seen) < 40 {
+		t.Errorf("only %d flags", len(seen))
+	}
+}
+
+// TestServeFlagsDefaults: the relay's defaults are relay.DefaultConfig's,
+// and flags land in the fields they name.
+func TestServeFlagsDefaults(t *testing.T) {
+	cfg := parseServeFlags(t)
+	if !reflect.DeepEqual(cfg.Relay, relay.DefaultConfig()) || !reflect.DeepEqual(cfg.Stream, relay.DefaultStreamOptions()) {
+		t.Errorf("defaults: relay %+v, stream %+v", cfg.Relay, cfg.Stream)
+	}
+	cfg = parseServeFlags(t, "--keepalive", "3s", "--retry=7s", "--queue-events", "12", "--retention-max-bytes", "-1",
+		"--stream", "EV", "--subject-prefix", "ev", "--nats-url", "nats://a:1,nats://b:2", "--no-demo", "--epoch-ids=false",
+		"--listen", ":9", "--log-format", "json")
+	r := cfg.Relay
+	if r.Keepalive != 3*time.Second || r.Retry != 7*time.Second || r.QueueEvents != 12 || cfg.Stream.MaxBytes != -1 ||
+		r.Stream != "EV" || r.SubjectPrefix != "ev" || cfg.NATS.URL != "nats://a:1,nats://b:2" || !r.NoDemo || cfg.EpochIDs ||
+		cfg.HTTP.Listen != ":9" || cfg.Log.Format != "json" {
+		t.Errorf("parsed: %+v", cfg)
+	}
+	if r.WriteTimeout != relay.DefaultConfig().WriteTimeout {
+		t.Errorf("write timeout %v, want the default", r.WriteTimeout)
+	}
+}

@@ -1,0 +1,85 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/pprof"
+	"time"
+)
+
+// httpServer is the public HTTP server and the optional pprof server.
+type httpServer struct {
+	hs       *http.Server
+	serveErr chan error // Serve's error, if it stops by itself
+	debug    *http.Server
+}
+
+// startHTTP listens and serves h (and pprof with --debug-listen).
+func startHTTP(cfg *serveConfig, h http.Handler, log *slog.Logger) (*httpServer, error) {
+	ln, err := net.Listen("tcp", cfg.HTTP.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("listen: %w", err)
+	}
+	s := &httpServer{
+		hs: &http.Server{
+			Handler:           h,
+			ReadHeaderTimeout: cfg.HTTP.ReadHeaderTimeout,
+			MaxHeaderBytes:    cfg.HTTP.MaxHeaderBytes,
+			IdleTimeout:       2 * time.Minute,
+			// No WriteTimeout: it would cut every stream. Streams set a deadline per write.
+			ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+		},
+		serveErr: make(chan error, 1),
+	}
+	if cfg.HTTP.H2C {
+		var p http.Protocols
+		p.SetHTTP1(true)
+		p.SetUnencryptedHTTP2(true)
+		s.hs.Protocols = &p
+	}
+	if cfg.DebugListen != "" {
+		if s.debug, err = startDebug(cfg.DebugListen, log); err != nil {
+			_ = ln.Close()
+			return nil, err
+		}
+	}
+	go func() { s.serveErr <- s.hs.Serve(ln) }() // ends with Shutdown or Close
+	log.Info("sserelay listening", "addr", ln.Addr().String(), "version", version())
+	return s, nil
+}
+
+// shutdown lets in-flight requests finish until ctx ends, then closes the rest.
+func (s *httpServer) shutdown(ctx context.Context) error {
+	if err := s.hs.Shutdown(ctx); err != nil {
+		_ = s.hs.Close()
+		return fmt.Errorf("http shutdown: %w", err)
+	}
+	return nil
+}
+
+func (s *httpServer) closeDebug() {
+	if s.debug != nil {
+		_ = s.debug.Close()
+	}
+}
+
+// startDebug serves pprof on its own listener, away from the public port.
+func startDebug(addr string, log *slog.Logger) (*http.Server, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("debug listen: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = srv.Serve(ln) }() // ends when Close closes the listener
+	log.Info("pprof listening", "addr", ln.Addr().String())
+	return srv, nil
+}

@@ -1,0 +1,148 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/sserelay/sserelay/embedded"
+	"github.com/sserelay/sserelay/relay"
+)
+
+// natsSide is the relay's NATS: the connection, its JetStream context with
+// the stream ensured, and the embedded server when there is no --nats-url.
+type natsSide struct {
+	srv *embedded.Server // nil with an external server
+	nc  *nats.Conn
+	js  jetstream.JetStream
+}
+
+// startNATS starts the embedded server (unless --nats-url is set), connects
+// and creates or updates the stream.
+func startNATS(ctx context.Context, cfg *serveConfig, log *slog.Logger) (_ *natsSide, err error) {
+	n := &natsSide{}
+	defer func() {
+		if err != nil {
+			n.close()
+		}
+	}()
+	opts := connectOptions(log)
+	leaf, err := leafOptions(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.NATS.URL == "" {
+		if n.srv, err = startEmbedded(ctx, cfg.Embedded, leaf, log); err != nil {
+			return nil, err
+		}
+		opts = append(opts, n.srv.ConnectOption())
+	} else if cfg.NATS.Creds != "" {
+		opts = append(opts, nats.UserCredentials(cfg.NATS.Creds))
+	}
+	if n.nc, err = nats.Connect(cfg.NATS.URL, opts...); err != nil {
+		return nil, fmt.Errorf("connect to NATS %s: %w", cfg.NATS.URL, err)
+	}
+	if cfg.NATS.Domain != "" {
+		n.js, err = jetstream.NewWithDomain(n.nc, cfg.NATS.Domain)
+	} else {
+		n.js, err = jetstream.New(n.nc)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("jetstream: %w", err)
+	}
+
+	so := cfg.Stream
+	so.Name, so.SubjectPrefix = cfg.Relay.Stream, cfg.Relay.SubjectPrefix
+	if cfg.EpochIDs {
+		so.FirstSeq = relay.EpochSeq(time.Now())
+	}
+	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	info, err := relay.EnsureStream(sctx, n.js, so)
+	if err != nil {
+		return nil, err
+	}
+	log.Info("stream ready", "stream", info.Config.Name, "subjects", info.Config.Subjects, "first_seq", info.State.FirstSeq, "last_seq", info.State.LastSeq, "max_age", info.Config.MaxAge)
+	return n, nil
+}
+
+// connectOptions are the options of the relay's connection, embedded or not.
+func connectOptions(log *slog.Logger) []nats.Option {
+	return []nats.Option{
+		nats.Name("sserelay"),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(250 * time.Millisecond),
+		// Fail publishes at once while disconnected instead of buffering
+		// them: a publisher told 503 must not see its event appear later.
+		nats.ReconnectBufSize(-1),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				log.Warn("NATS disconnected", "err", err)
+			}
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) { log.Info("NATS reconnected", "url", nc.ConnectedUrlRedacted()) }),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { log.Warn("NATS error", "err", err) }),
+	}
+}
+
+func startEmbedded(ctx context.Context, ec embeddedConfig, leaf *embedded.LeafOptions, log *slog.Logger) (*embedded.Server, error) {
+	listen := ec.Listen
+	if listen == "off" {
+		listen = ""
+	}
+	eo := embedded.Options{Name: ec.ServerName, StoreDir: ec.DataDir, Listen: listen, Leaf: leaf, Logger: log.With("component", "nats")}
+	if ec.StoreSync == "always" {
+		eo.SyncAlways = true
+	} else if d, err := time.ParseDuration(ec.StoreSync); err != nil || d <= 0 {
+		return nil, fmt.Errorf("--store-sync must be a positive duration or always, not %q", ec.StoreSync)
+	} else {
+		eo.SyncInterval = d
+	}
+	srv, err := embedded.Start(ctx, eo)
+	if err != nil {
+		return nil, err
+	}
+	log.Info("embedded NATS started", "data_dir", ec.DataDir, "client_url", srv.ClientURL())
+	return srv, nil
+}
+
+// drain drains the connection (flushing what the relay published), then
+// stops the embedded server.
+func (n *natsSide) drain(timeout time.Duration) error {
+	err := drainNATS(n.nc, timeout)
+	if n.srv != nil {
+		n.srv.Shutdown()
+	}
+	return err
+}
+
+// close closes what is still open; after drain it does nothing.
+func (n *natsSide) close() {
+	if n.nc != nil {
+		n.nc.Close()
+	}
+	if n.srv != nil {
+		n.srv.Shutdown()
+	}
+}
+
+func drainNATS(nc *nats.Conn, timeout time.Duration) error {
+	closed := make(chan struct{})
+	nc.SetClosedHandler(func(*nats.Conn) { close(closed) })
+	if err := nc.Drain(); err != nil {
+		nc.Close()
+		return fmt.Errorf("drain NATS: %w", err)
+	}
+	select {
+	case <-closed:
+		return nil
+	case <-time.After(timeout):
+		nc.Close()
+		return errors.New("drain NATS: timed out")
+	}
+}
