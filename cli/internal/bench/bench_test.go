@@ -165,6 +165,10 @@ func TestResume(t *testing.T) {
 		t.Errorf("storm: %+v", st)
 	}
 	wantCounts(t, "storm", st.Counts, 300)
+	// Every stream of the run is in the verdict: 20 main, 10 storm, 1 resume.
+	if c := rep.Checked; c.Streams != 31 || c.Counts != (tally{Expected: 2500, Received: 2500}) {
+		t.Errorf("checked: %+v", c)
+	}
 }
 
 func TestStormShared(t *testing.T) {
