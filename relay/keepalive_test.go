@@ -3,6 +3,8 @@ package relay
 import (
 	"bytes"
 	"net"
+	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -28,7 +30,7 @@ func TestKeepaliveWithinInterval(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			e := newEnv(t, withConfig(func(c *Config) { c.Keepalive = keepalive; c.NoHijack = tc.noHijack }))
-			a := openArrivals(t, e, "app_id=demo", token(t, "alice"))
+			a := openArrivals(t, e, "app_id=demo", token(t, "alice"), "")
 			a.waitFor(t, "sserelay.connected", 1)
 			a.waitFor(t, ": keepalive", 2)
 			e.publish("sse.demo.alice", "an event")
@@ -46,6 +48,52 @@ func TestKeepaliveWithinInterval(t *testing.T) {
 	}
 }
 
+// TestKeepaliveWhileWaitingForReplay: a resume that waits for a replay slot
+// (all MaxReplays taken, here by a client that stopped reading in the
+// middle of its replay) still gets its keepalives.
+func TestKeepaliveWhileWaitingForReplay(t *testing.T) {
+	const keepalive = time.Second
+	e := newEnv(t, withConfig(func(c *Config) {
+		c.Keepalive = keepalive
+		c.MaxReplays = 1
+		c.WriteTimeout = time.Hour // the stalled replay holds its slot
+		c.RingEvents = -1
+	}))
+	base := e.relay.Cursor()
+	big := strings.Repeat("x", 64<<10)
+
+	for range 100 { // 6.4 MB: far beyond what the socket buffers hold
+		e.publish("sse.demo.alice", big)
+	}
+	bobs := e.publish("sse.demo.bob", "for bob")
+	e.waitCursor(bobs)
+	stalled := rsOpenRaw(t, e, "app_id=demo", http.Header{"Authorization": {"Bearer " + token(t, "alice")}, "Last-Event-Id": {strconv.FormatUint(base, 10)}}, rsSmallRcvBuf)
+	defer stalled.Close() // ends the blocked replay
+	if _, err := rsReadUntil(stalled, 10*time.Second, func(ev sseEvent) bool { return ev.ID != "" }); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for len(e.relay.replaySlots) < 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("the stalled resume holds no replay slot")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	a := openArrivals(t, e, "app_id=demo", token(t, "bob"), "Last-Event-ID: "+strconv.FormatUint(base, 10)+"\r\n")
+	a.waitFor(t, ": keepalive", 2)
+	if strings.Contains(a.String(), "for bob") {
+		t.Fatal("bob's replay ran: the test did not make it wait for a slot")
+	}
+	for i, gap := range a.gaps() {
+		if gap > keepalive*18/10 {
+			t.Errorf("silent for %s before arrival %d (keepalive %s)", gap.Round(time.Millisecond), i+1, keepalive)
+		}
+	}
+	if t.Failed() {
+		t.Logf("arrivals:\n%s", a.String())
+	}
+}
+
 // arrivals reads a stream on a raw socket and records when each chunk of
 // bytes arrived.
 type arrivals struct {
@@ -58,7 +106,8 @@ type arrivals struct {
 	all    bytes.Buffer
 }
 
-func openArrivals(t *testing.T, e *testEnv, query, tok string) *arrivals {
+// openArrivals opens a stream; hdr holds more header lines, each ending in CRLF.
+func openArrivals(t *testing.T, e *testEnv, query, tok, hdr string) *arrivals {
 	t.Helper()
 	conn, err := net.Dial("tcp", strings.TrimPrefix(e.url, "http://"))
 	if err != nil {
@@ -66,7 +115,7 @@ func openArrivals(t *testing.T, e *testEnv, query, tok string) *arrivals {
 	}
 	a := &arrivals{conn: conn, done: make(chan struct{})}
 	t.Cleanup(func() { conn.Close(); <-a.done })
-	req := "GET /v1/events?" + query + " HTTP/1.1\r\nHost: relay\r\nAccept: text/event-stream\r\nAuthorization: Bearer " + tok + "\r\n\r\n"
+	req := "GET /v1/events?" + query + " HTTP/1.1\r\nHost: relay\r\nAccept: text/event-stream\r\nAuthorization: Bearer " + tok + "\r\n" + hdr + "\r\n"
 	if _, err := conn.Write([]byte(req)); err != nil {
 		t.Fatal(err)
 	}

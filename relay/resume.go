@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/sserelay/sserelay/relay/sse"
 	"github.com/sserelay/sserelay/relay/subject"
@@ -45,12 +46,8 @@ func (s *session) catchUp(ctx context.Context, c uint64) error {
 		}
 		return nil
 	}
-	select {
-	case s.r.replaySlots <- struct{}{}:
-	case <-ctx.Done():
-		return errClientGone
-	case <-s.r.drainCh:
-		return errDraining
+	if err := s.takeReplaySlot(ctx); err != nil {
+		return err
 	}
 	defer func() { <-s.r.replaySlots }()
 	s.r.metrics.replays.Add(1)
@@ -86,6 +83,33 @@ func (s *session) catchUp(ctx context.Context, c uint64) error {
 	}
 	s.lastSent = c
 	return s.flush()
+}
+
+// takeReplaySlot waits for one of the MaxReplays slots. In a reconnect
+// storm that can take longer than the keepalive interval, so the stream
+// gets its keepalives meanwhile: a proxy must not cut it while it waits.
+func (s *session) takeReplaySlot(ctx context.Context) error {
+	select {
+	case s.r.replaySlots <- struct{}{}:
+		return nil
+	default:
+	}
+	tick := time.NewTicker(s.keepaliveTick())
+	defer tick.Stop()
+	for {
+		select {
+		case s.r.replaySlots <- struct{}{}:
+			return nil
+		case <-ctx.Done():
+			return errClientGone
+		case <-s.r.drainCh:
+			return errDraining
+		case <-tick.C:
+			if err := s.keepalive(); err != nil {
+				return err
+			}
+		}
+	}
 }
 
 // reset tells the client it must resync, with id c so that a reconnect

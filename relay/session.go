@@ -159,13 +159,7 @@ func (s *session) stream(ctx context.Context, hasID bool, lastID, c uint64, expi
 	// gone, drain, token expiry, keepalive tick) signals ctl and leaves a flag.
 	stopCtx := context.AfterFunc(ctx, s.signal)
 	defer stopCtx()
-	// The keepalive ticks twice per interval: a tick that finds something
-	// written since the one before only clears the mark, the next one
-	// writes. The last byte written is then at most one interval old
-	// whenever a comment goes out; one tick per interval would let a write
-	// right after a tick (the response head, say) stretch the silence to
-	// two intervals.
-	tick := max(s.r.cfg.Keepalive/2, time.Millisecond)
+	tick := s.keepaliveTick()
 	keepalive := time.AfterFunc(tick, func() { s.keepaliveDue.Store(true); s.signal() })
 	defer keepalive.Stop()
 	if !expires.IsZero() {
@@ -227,20 +221,35 @@ func (s *session) stream(ctx context.Context, hasID bool, lastID, c uint64, expi
 				return errTokenExpired
 			}
 			if s.keepaliveDue.Swap(false) {
-				if s.active {
-					s.active = false
-				} else {
-					if err := s.write(sse.AppendComment(nil, "keepalive")); err != nil { // marks it active
-						return err
-					}
-					if err := s.flush(); err != nil {
-						return err
-					}
+				if err := s.keepalive(); err != nil {
+					return err
 				}
 				keepalive.Reset(tick)
 			}
 		}
 	}
+}
+
+// keepaliveTick is the period of the keepalive ticks: half the interval.
+// A tick that finds something written since the one before only clears the
+// mark, the next one writes; so the last byte written is at most one
+// interval old when a comment goes out. One tick per interval would let a
+// write right after a tick (the response head, say) stretch the silence to
+// two intervals.
+func (s *session) keepaliveTick() time.Duration {
+	return max(s.r.cfg.Keepalive/2, time.Millisecond)
+}
+
+// keepalive handles one tick. Called with wmu held.
+func (s *session) keepalive() error {
+	if s.active {
+		s.active = false
+		return nil
+	}
+	if err := s.write(sse.AppendComment(nil, "keepalive")); err != nil { // marks it active
+		return err
+	}
+	return s.flush()
 }
 
 // signal wakes the writer for something other than an event.
