@@ -39,6 +39,14 @@ func TestRestart(t *testing.T) {
 	r.expectData(t, publishN(t, e, 1, 3)...)
 
 	e.stop()
+	// The drain ended the stream with the hint of the relay's Retry (100 ms)
+	// plus up to as much jitter, as a field before the close: the client
+	// waits that long, not its own 20 ms backoff.
+	r.mu.Lock()
+	if len(r.waits) == 0 || r.waits[0] < 100*time.Millisecond || r.waits[0] > 200*time.Millisecond {
+		t.Errorf("after the drain the client waits %v, want the relay's hint of 100 to 200 ms", r.waits)
+	}
+	r.mu.Unlock()
 	own := r.c.ConnectionID()
 	e.mustPublish(t, "sse.app.alice", "own", "X-Connection-Id", own) // replayed: still left out
 	down := publishN(t, e, 4, 6)

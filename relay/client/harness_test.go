@@ -250,6 +250,7 @@ type running struct {
 	mu        sync.Mutex
 	connected []client.Connected
 	errs      []error
+	waits     []time.Duration // the wait OnError announced with each error
 }
 
 // runClient creates a client for cfg (OnConnect and OnError are recorded)
@@ -258,7 +259,11 @@ func runClient(t testing.TB, cfg client.Config) *running {
 	t.Helper()
 	r := &running{events: make(chan client.Event, 4096), done: make(chan error, 1)}
 	cfg.OnConnect = func(c client.Connected) { r.mu.Lock(); r.connected = append(r.connected, c); r.mu.Unlock() }
-	cfg.OnError = func(err error, _ time.Duration) { r.mu.Lock(); r.errs = append(r.errs, err); r.mu.Unlock() }
+	cfg.OnError = func(err error, wait time.Duration) {
+		r.mu.Lock()
+		r.errs, r.waits = append(r.errs, err), append(r.waits, wait)
+		r.mu.Unlock()
+	}
 	c, err := client.New(cfg)
 	if err != nil {
 		t.Fatal(err)
