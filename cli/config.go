@@ -50,6 +50,7 @@ type httpConfig struct {
 	MaxHeaderBytes    int
 	CORSOrigins       string // comma-separated
 	H2C               bool
+	TLSCert, TLSKey   string // HTTPS with HTTP/2 when set
 }
 
 // tokenConfig is auth.Config as flags give it (a string secret).

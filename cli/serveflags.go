@@ -29,6 +29,8 @@ func serveFlags(cfg *serveConfig) []cli.Flag {
 	return append([]cli.Flag{
 		stringVar(&cfg.HTTP.Listen, catHTTP, "listen", "HTTP listen address"),
 		boolVar(&cfg.HTTP.H2C, catHTTP, "h2c", "also accept HTTP/2 without TLS (prior knowledge), e.g. from an Envoy or nginx sidecar"),
+		stringVar(&cfg.HTTP.TLSCert, catHTTP, "tls-cert", "PEM certificate (chain) file: serve HTTPS with HTTP/2, so that all the tabs of a browser share one connection; reloaded when it changes (with --tls-key)"),
+		stringVar(&cfg.HTTP.TLSKey, catHTTP, "tls-key", "PEM key file of --tls-cert"),
 		stringVar(&cfg.HTTP.CORSOrigins, catHTTP, "cors-origins", "comma-separated origins allowed by CORS, or *"),
 		boolVar(&r.NoDemo, catHTTP, "no-demo", "do not serve the demo page at /"),
 		durationVar(&cfg.HTTP.ReadHeaderTimeout, catHTTP, "read-header-timeout", "HTTP request header timeout"),

@@ -40,14 +40,30 @@ func startHTTP(cfg *serveConfig, h http.Handler, log *slog.Logger) (*httpServer,
 		p.SetUnencryptedHTTP2(true)
 		s.hs.Protocols = &p
 	}
+	if cfg.HTTP.TLSCert != "" || cfg.HTTP.TLSKey != "" {
+		if s.hs.TLSConfig, err = serverTLS(cfg.HTTP.TLSCert, cfg.HTTP.TLSKey, log); err != nil {
+			_ = ln.Close()
+			return nil, err
+		}
+		if s.hs.Protocols != nil {
+			s.hs.Protocols.SetHTTP2(true)
+		}
+	}
 	if cfg.DebugListen != "" {
 		if s.debug, err = startDebug(cfg.DebugListen, log); err != nil {
 			_ = ln.Close()
 			return nil, err
 		}
 	}
-	go func() { s.serveErr <- s.hs.Serve(ln) }() // ends with Shutdown or Close
-	log.Info("sserelay listening", "addr", ln.Addr().String(), "version", version())
+	scheme := "http"
+	if s.hs.TLSConfig != nil {
+		scheme = "https"
+		// The certificate comes from TLSConfig.GetCertificate.
+		go func() { s.serveErr <- s.hs.ServeTLS(ln, "", "") }() // ends with Shutdown or Close
+	} else {
+		go func() { s.serveErr <- s.hs.Serve(ln) }() // ends with Shutdown or Close
+	}
+	log.Info("sserelay listening", "addr", ln.Addr().String(), "scheme", scheme, "version", version())
 	return s, nil
 }
 

@@ -20,6 +20,8 @@ type relayOpts struct {
 	NATSListen string   // --nats-listen (default 127.0.0.1:0), embedded NATS only
 	NATSURL    string   // --nats-url: an outside NATS server instead of the embedded one
 	DataDir    string   // --data-dir (default: a new temp dir)
+	TLSCert    string   // --tls-cert (with TLSKey): HTTPS, and URL starts with https://
+	TLSKey     string   // --tls-key
 	Args       []string // more flags
 }
 
@@ -55,6 +57,9 @@ func startRelay(t *testing.T, o relayOpts) *relayProc {
 		}
 		args = append(args, "--nats-listen", o.NATSListen)
 	}
+	if o.TLSCert != "" {
+		args = append(args, "--tls-cert", o.TLSCert, "--tls-key", o.TLSKey)
+	}
 	args = append(args, o.Args...)
 	cmd := exec.Command(relayBin, args...)
 	cmd.Env = cleanEnv("GORACE=halt_on_error=0")
@@ -62,6 +67,11 @@ func startRelay(t *testing.T, o relayOpts) *relayProc {
 	r := &relayProc{proc: p, opts: o, NATS: o.NATSURL}
 	r.Addr = p.waitJSON(t, "sserelay listening", nil)["addr"].(string)
 	r.URL = "http://" + r.Addr
+	readyClient := httpClient
+	if o.TLSCert != "" {
+		r.URL = "https://" + r.Addr
+		readyClient = insecureClient
+	}
 	if o.NATSURL == "" {
 		r.NATS, _ = p.waitJSON(t, "embedded NATS started", nil)["client_url"].(string)
 	}
@@ -69,7 +79,7 @@ func startRelay(t *testing.T, o relayOpts) *relayProc {
 		if p.exited() {
 			t.Fatalf("relay exited: %v", p.err)
 		}
-		resp, err := httpClient.Get(r.URL + "/readyz")
+		resp, err := readyClient.Get(r.URL + "/readyz")
 		if err != nil {
 			return false
 		}
