@@ -50,6 +50,7 @@ func (r *Relay) serveMetrics(w http.ResponseWriter, _ *http.Request) {
 	gauge("sserelay_cursor", "Last stream sequence dispatched.", r.Cursor())
 	gauge("sserelay_replays_active", "Resumes reading the store now.", len(r.replaySlots))
 	gauge("sserelay_goroutines", "Goroutines of the process (an idle stream holds two).", runtime.NumGoroutine())
+	counter("sserelay_consumer_replaced_total", "Times the stream consumer was replaced (missed heartbeats, deleted, a gap, a reconnect).", m.consumerReplaced.Load())
 	counter("sserelay_events_delivered_total", "Events written to clients, live and replayed.", m.delivered.Load())
 	counter("sserelay_events_dispatched_total", "Events read from the stream.", m.dispatched.Load())
 	counter("sserelay_events_dropped_total", "Events dropped because their subject or Sse-Event header cannot be written safely.", m.dropped.Load())

@@ -18,6 +18,8 @@ type metrics struct {
 	resetUnkn    atomic.Uint64
 	published    atomic.Uint64
 	pubErrors    atomic.Uint64
+	// consumerReplaced counts replacements of the stream consumer.
+	consumerReplaced atomic.Uint64
 }
 
 func newMetrics() *metrics { return &metrics{} }

@@ -1,7 +1,7 @@
 // Package relay serves events stored in a NATS JetStream stream to HTTP
 // clients as Server-Sent Events, with exact resume by Last-Event-ID.
 //
-// One Relay runs one ordered consumer on the whole stream and a registry of
+// One Relay runs one consumer on the whole stream and a registry of
 // the open sessions of this process, keyed by "<app>.<feed>". The consumer's
 // handler is the dispatcher: it advances a cursor (the last sequence
 // dispatched) under the registry lock and appends each event to the queues of
@@ -23,7 +23,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/nats-io/nuid"
 
 	"github.com/sserelay/sserelay/relay/auth"
 )
@@ -42,11 +41,10 @@ type Relay struct {
 	replaySlots chan struct{}
 
 	started   atomic.Bool
-	running   atomic.Bool // consumer running
 	draining  atomic.Bool
 	drainCh   chan struct{} // closed when draining starts
 	drainOnce sync.Once
-	cc        jetstream.ConsumeContext
+	consumer  atomic.Pointer[liveConsumer] // set by Start
 }
 
 // New checks cfg and returns a Relay. It does not touch NATS yet.
@@ -68,9 +66,9 @@ func New(cfg Config) (*Relay, error) {
 	}, nil
 }
 
-// Start checks the stream and starts the dispatcher: an ordered consumer on
-// the whole stream, from just after its last sequence. The consumer keeps
-// running (and recovers from NATS reconnects) until Shutdown.
+// Start checks the stream and starts the dispatcher: a consumer on the
+// whole stream, from just after its last sequence. The consumer is replaced
+// whenever it stops delivering (see liveConsumer) until Shutdown.
 func (r *Relay) Start(ctx context.Context) error {
 	if !r.started.CompareAndSwap(false, true) {
 		return errors.New("relay: already started")
@@ -84,52 +82,36 @@ func (r *Relay) Start(ctx context.Context) error {
 		return fmt.Errorf("relay: stream %s must allow direct get (allow_direct): resumes read the store with it", r.cfg.Stream)
 	}
 	r.hub.setCursor(info.State.LastSeq)
-	cons, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{r.cfg.SubjectPrefix + ".>"},
-		DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
-		OptStartSeq:    info.State.LastSeq + 1,
-		// A name of its own: nats.go creates ordered consumers with
-		// create-or-update, so two relays sharing a prefix would share (and
-		// split) one consumer.
-		NamePrefix: "sserelay_" + nuid.Next(),
-	})
-	if err != nil {
-		return fmt.Errorf("relay: create consumer: %w", err)
+	c := newLiveConsumer(s, r.cfg.Conn, r.cfg.SubjectPrefix+".>", r.log,
+		r.dispatch, func() uint64 { return r.hub.cursorNow() + 1 },
+		func(string) { r.metrics.consumerReplaced.Add(1) })
+	if err := c.start(ctx); err != nil {
+		return fmt.Errorf("relay: %w", err)
 	}
-	cc, err := cons.Consume(r.dispatch,
-		jetstream.PullMaxMessages(1024),
-		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
-			r.log.Warn("consumer", "err", err)
-		}))
-	if err != nil {
-		return fmt.Errorf("relay: start consumer: %w", err)
-	}
-	r.cc = cc
-	r.running.Store(true)
-	go func() {
-		// The consumer gives up only when it cannot be recreated (the stream
-		// was deleted, say): readiness must say so. Ends with the consumer.
-		<-cc.Closed()
-		if r.running.Swap(false) && !r.draining.Load() {
-			r.log.Error("consumer stopped: this relay delivers nothing until restarted", "stream", r.cfg.Stream)
-		}
-	}()
+	r.consumer.Store(c)
 	r.log.Info("relay started", "stream", r.cfg.Stream, "cursor", info.State.LastSeq, "first_seq", info.State.FirstSeq)
 	return nil
 }
 
-// Ready reports whether the relay can serve: NATS connected, consumer
-// running, not draining.
+// Ready reports whether the relay can serve: NATS connected, a consumer
+// delivering (not being replaced), not draining.
 func (r *Relay) Ready() error {
 	switch {
 	case r.draining.Load():
 		return errors.New("draining")
-	case !r.running.Load():
-		return errors.New("consumer not running")
+	case !r.consumer.Load().delivering():
+		return errors.New("no stream consumer delivering")
 	case !r.cfg.Conn.IsConnected():
 		return errors.New("NATS not connected")
 	}
 	return nil
+}
+
+// ConsumerName returns the name of the JetStream consumer the relay reads
+// the stream with now ("" before Start); it changes when the consumer is
+// replaced.
+func (r *Relay) ConsumerName() string {
+	return r.consumer.Load().currentName()
 }
 
 // Drain starts draining: readiness fails, new streams are asked to retry
@@ -164,14 +146,7 @@ func (r *Relay) Shutdown(ctx context.Context) error {
 		case <-time.After(time.Second): // only streams inside net/http (HTTP/2) can still be open
 		}
 	}
-	if r.cc != nil {
-		r.cc.Stop()
-		select {
-		case <-r.cc.Closed():
-		case <-time.After(time.Second):
-		}
-	}
-	r.running.Store(false)
+	r.consumer.Load().close()
 	return err
 }
 
@@ -209,14 +184,9 @@ func (r *Relay) retryHint() int64 {
 	return base + rand.Int64N(base+1)
 }
 
-// dispatch is the consumer's message handler. The ordered consumer calls it
+// dispatch is the consumer's message handler. The consumer calls it
 // serially, in stream order, exactly once per stored event.
-func (r *Relay) dispatch(msg jetstream.Msg) {
-	meta, err := msg.Metadata()
-	if err != nil {
-		r.log.Error("dispatch: message without metadata", "subject", msg.Subject(), "err", err)
-		return
-	}
+func (r *Relay) dispatch(msg jetstream.Msg, meta *jetstream.MsgMetadata) {
 	hdr := msg.Headers()
 	r.hub.deliver(meta.Sequence.Stream, msg.Subject(), hdr.Get(HeaderEvent), hdr.Get(HeaderConnectionID), hdr.Get(HeaderConnectionUser), msg.Data())
 }

@@ -1,0 +1,240 @@
+package relay
+
+import (
+	"context"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// clusterEnv is a relay on a three-node cluster with an R3 stream.
+type clusterEnv struct {
+	*testEnv
+	cluster *testCluster
+}
+
+func newClusterEnv(t *testing.T) *clusterEnv {
+	t.Helper()
+	c := newTestCluster(t, 3)
+	e := &testEnv{t: t, stream: StreamOptions{Replicas: 3}}
+	// The relay starts on the first node and may move to any.
+	e.nc = c.connect(c.servers[0].ClientURL() + "," + c.urls())
+	e.pub = c.connect(c.urls())
+	e.js, _ = jetstream.New(e.pub)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	waitFor(t, 20*time.Second, "the R3 stream", func() bool {
+		_, err := EnsureStream(ctx, e.js, e.stream)
+		return err == nil
+	})
+	var err error
+	e.relay, err = New(Config{Conn: e.nc, Verifier: mustVerifier(t), Logger: testLogger(t), Keepalive: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.relay.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.srv = &http.Server{Handler: e.relay.Handler(), ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = e.srv.Serve(ln) }()
+	e.url = "http://" + ln.Addr().String()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		e.relay.Drain()
+		_ = e.srv.Shutdown(ctx)
+		_ = e.relay.Shutdown(ctx)
+	})
+	return &clusterEnv{testEnv: e, cluster: c}
+}
+
+// consumerNode returns the name of the server that holds the relay's consumer.
+func (e *clusterEnv) consumerNode() string {
+	e.t.Helper()
+	var node string
+	waitFor(e.t, 20*time.Second, "the relay's consumer to have a leader", func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		s, err := e.js.Stream(ctx, "SSE")
+		if err != nil {
+			return false
+		}
+		for info := range s.ListConsumers(ctx).Info() {
+			if info.Cluster != nil && info.Cluster.Leader != "" {
+				node = info.Cluster.Leader
+				return true
+			}
+		}
+		return false
+	})
+	return node
+}
+
+// publisher publishes to subject until stopped, retrying each event until
+// it is acknowledged, and records the acknowledged sequences.
+type publisher struct {
+	mu    sync.Mutex
+	acked []uint64
+	stop  chan struct{}
+	done  chan struct{}
+}
+
+func startPublisher(t testing.TB, js jetstream.JetStream, subject string) *publisher {
+	p := &publisher{stop: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(p.done)
+		for i := 0; ; i++ {
+			select {
+			case <-p.stop:
+				return
+			case <-time.After(10 * time.Millisecond):
+			}
+			for {
+				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+				// The same id on a retry: JetStream stores a retried event once.
+				ack, err := js.Publish(ctx, subject, []byte(strconv.Itoa(i)), jetstream.WithMsgID("e"+strconv.Itoa(i)))
+				cancel()
+				if err == nil {
+					p.mu.Lock()
+					p.acked = append(p.acked, ack.Sequence)
+					p.mu.Unlock()
+					break
+				}
+				select {
+				case <-p.stop:
+					return
+				case <-time.After(50 * time.Millisecond):
+				}
+			}
+		}
+	}()
+	t.Cleanup(p.halt)
+	return p
+}
+
+func (p *publisher) halt() {
+	select {
+	case <-p.stop:
+	default:
+		close(p.stop)
+	}
+	<-p.done
+}
+
+func (p *publisher) count() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.acked)
+}
+
+// TestConsumerReplacedWhenItsNodeGoes stops the server that holds the
+// relay's consumer while events are published: the relay must notice the
+// missing heartbeats, replace the consumer on a live node, and deliver every
+// acknowledged event exactly once, in order.
+func TestConsumerReplacedWhenItsNodeGoes(t *testing.T) {
+	e := newClusterEnv(t)
+	s := e.open("app_id=app", bearer(token(t, "alice")))
+	s.Connected(t)
+	p := startPublisher(t, e.js, "sse.app.alice")
+	waitFor(t, 20*time.Second, "some events", func() bool { return p.count() >= 20 })
+
+	node := e.consumerNode()
+	before := e.relay.metrics.consumerReplaced.Load()
+	stopped := time.Now()
+	e.cluster.byName(node).Shutdown()
+	waitFor(t, 60*time.Second, "the consumer to be replaced", func() bool {
+		return e.relay.metrics.consumerReplaced.Load() > before && e.relay.Ready() == nil
+	})
+	t.Logf("consumer on %s replaced %s after its server stopped", node, time.Since(stopped).Round(time.Millisecond))
+	n := p.count()
+	waitFor(t, 60*time.Second, "events after the replacement", func() bool { return p.count() >= n+20 })
+	p.halt()
+
+	p.expectAll(t, s)
+}
+
+// expectAll reads every acknowledged event from s, exactly once and in
+// order, and then nothing.
+func (p *publisher) expectAll(t testing.TB, s *sseStream) {
+	t.Helper()
+	for i, want := range p.acked {
+		ev, err := s.Next(30 * time.Second)
+		if err != nil {
+			t.Fatalf("event %d of %d (seq %d): %v", i+1, len(p.acked), want, err)
+		}
+		if ev.ID != strconv.FormatUint(want, 10) {
+			t.Fatalf("event %d: id %s, want %d (every acknowledged event once, in order)", i+1, ev.ID, want)
+		}
+	}
+	s.ExpectQuiet(t, 200*time.Millisecond)
+}
+
+// TestConsumerUnreadyWithoutQuorum stops the consumer's server and one
+// more, so that no consumer can be created (no meta leader): the relay is
+// connected to the last server but cannot deliver, and readiness must say so
+// for as long as that lasts. Once the servers are back it is ready again and
+// nothing acknowledged is missing.
+func TestConsumerUnreadyWithoutQuorum(t *testing.T) {
+	e := newClusterEnv(t)
+	s := e.open("app_id=app", bearer(token(t, "carol")))
+	s.Connected(t)
+	p := startPublisher(t, e.js, "sse.app.carol")
+	waitFor(t, 20*time.Second, "some events", func() bool { return p.count() >= 10 })
+
+	node := e.consumerNode()
+	stopped := []string{node}
+	for _, srv := range e.cluster.servers {
+		if srv.Name() != node {
+			stopped = append(stopped, srv.Name())
+			break
+		}
+	}
+	for _, name := range stopped {
+		e.cluster.stop(name)
+	}
+	waitFor(t, 30*time.Second, "readiness to fail", func() bool { return e.relay.Ready() != nil })
+	// Still unready a while later: nothing can be created without a leader.
+	time.Sleep(3 * time.Second)
+	if e.relay.Ready() == nil {
+		t.Fatal("ready without a consumer")
+	}
+	for _, name := range stopped {
+		e.cluster.restart(name)
+	}
+	waitFor(t, 60*time.Second, "readiness to return", func() bool { return e.relay.Ready() == nil })
+	n := p.count()
+	waitFor(t, 60*time.Second, "events after the servers came back", func() bool { return p.count() >= n+10 })
+	p.halt()
+	p.expectAll(t, s)
+}
+
+// TestConsumerReplacedWhenDeleted deletes the relay's consumer from outside:
+// it is replaced and nothing is lost.
+func TestConsumerReplacedWhenDeleted(t *testing.T) {
+	e := newEnv(t)
+	s := e.open("app_id=app", bearer(token(t, "bob")))
+	s.Connected(t)
+	first := e.publish("sse.app.bob", "1")
+	s.ExpectIDs(t, first)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := e.js.DeleteConsumer(ctx, "SSE", e.relay.ConsumerName()); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 30*time.Second, "the consumer to be replaced", func() bool { return e.relay.metrics.consumerReplaced.Load() > 0 })
+	var want []uint64
+	for i := range 5 {
+		want = append(want, e.publish("sse.app.bob", strconv.Itoa(i)))
+	}
+	s.ExpectIDs(t, want...)
+	s.ExpectQuiet(t, 200*time.Millisecond)
+}
