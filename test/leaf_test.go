@@ -1,19 +1,15 @@
 package e2e_test
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
 	"strconv"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 )
 
 // podRelay is `sserelay serve` in a pod's network namespace, its embedded
@@ -48,110 +44,16 @@ func (r *podRelay) ready() int {
 	return resp.StatusCode
 }
 
-// podPublisher is an app inside a pod: it publishes through JetStream to the
-// pod's own 127.0.0.1:4222, one event at a time, and records what the stream
-// acknowledged.
-type podPublisher struct {
-	mu       sync.Mutex
-	acked    []ev // in acknowledgement order
-	attempts map[string]bool
-	failures int
-	n        atomic.Int64
-}
-
-func (pp *podPublisher) publishFrom(t *testing.T, pn *podNet, pod int, stop <-chan struct{}) <-chan struct{} {
+// publishFrom starts an app inside pod i: it publishes through JetStream to
+// the pod's own 127.0.0.1:4222 until stop is closed.
+func publishFrom(t *testing.T, pp *ackPublisher, pn *podNet, pod int, stop <-chan struct{}) <-chan struct{} {
 	t.Helper()
 	nc, err := nats.Connect("nats://127.0.0.1:4222", nats.SetCustomDialer(natsDialer(pn.dialer(pod))),
 		nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond), nats.ReconnectBufSize(-1))
 	if err != nil {
 		t.Fatalf("app in pod %d: %v", pod, err)
 	}
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		defer nc.Close()
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			data := fmt.Sprintf("pod %d event %d", pod, pp.n.Add(1))
-			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-			ack, err := js.Publish(ctx, "sse.app.alice", []byte(data))
-			cancel()
-			pp.mu.Lock()
-			pp.attempts[data] = true
-			if err == nil {
-				pp.acked = append(pp.acked, ev{seq: ack.Sequence, data: data})
-			} else {
-				pp.failures++
-			}
-			pp.mu.Unlock()
-			wait := 20 * time.Millisecond
-			if err != nil {
-				wait = 100 * time.Millisecond
-			}
-			select {
-			case <-stop:
-				return
-			case <-time.After(wait):
-			}
-		}
-	}()
-	return done
-}
-
-func (pp *podPublisher) count() int { pp.mu.Lock(); defer pp.mu.Unlock(); return len(pp.acked) }
-
-func (pp *podPublisher) last() ev {
-	pp.mu.Lock()
-	defer pp.mu.Unlock()
-	return pp.acked[len(pp.acked)-1]
-}
-
-// checkExact: the data events of got are in strictly increasing order, each
-// once; every acknowledged event in (from, to] is there with its data; and
-// anything else there is an attempt the publisher made (stored, but its
-// acknowledgement was lost).
-func (pp *podPublisher) checkExact(t *testing.T, what string, got []sseEvent, from, to uint64) {
-	t.Helper()
-	pp.mu.Lock()
-	defer pp.mu.Unlock()
-	seen := map[uint64]string{}
-	var prev uint64
-	for _, e := range got {
-		seq, _ := strconv.ParseUint(e.ID, 10, 64)
-		if seq <= prev {
-			t.Errorf("%s: id %d after %d", what, seq, prev)
-		}
-		prev = seq
-		if seq <= from {
-			t.Errorf("%s: id %d not after %d", what, seq, from)
-		}
-		seen[seq] = e.Data
-		if !pp.attempts[e.Data] {
-			t.Errorf("%s: event %d %q was never published", what, seq, e.Data)
-		}
-	}
-	lost := 0
-	for _, a := range pp.acked {
-		if a.seq <= from || a.seq > to {
-			continue
-		}
-		if d, ok := seen[a.seq]; !ok || d != a.data {
-			if lost++; lost <= 5 {
-				t.Errorf("%s: acknowledged event %d %q: got %q (present %v)", what, a.seq, a.data, d, ok)
-			}
-		}
-	}
-	if lost > 0 {
-		t.Errorf("%s: %d acknowledged events missing or wrong", what, lost)
-	}
+	return pp.run(t, nc, fmt.Sprintf("pod %d", pod), stop)
 }
 
 // TestLeafSidecars: two pods, each a relay whose embedded server is a leaf
@@ -175,9 +77,9 @@ func TestLeafSidecars(t *testing.T) {
 	sb := openStream(t, b.URL+q, hdr)
 	sb.connected(t)
 
-	pp := &podPublisher{attempts: map[string]bool{}}
+	pp := newAckPublisher("sse.app.alice")
 	stopA := make(chan struct{})
-	doneA := pp.publishFrom(t, pn, 0, stopA)
+	doneA := publishFrom(t, pp, pn, 0, stopA)
 	eventually(t, waitLong, "40 events acknowledged in pod A", func() bool { return pp.count() >= 40 })
 	sb.waitID(t, pp.last().seq) // published in A, delivered by B
 
@@ -214,7 +116,7 @@ func TestLeafSidecars(t *testing.T) {
 	gotA := dataEvents(sa.events())
 	lastA := gotA[len(gotA)-1].ID
 	stopB := make(chan struct{})
-	doneB := pp.publishFrom(t, pn, 1, stopB)
+	doneB := publishFrom(t, pp, pn, 1, stopB)
 	hdrB := map[string]string{"Authorization": "Bearer " + alice, "Last-Event-ID": lastA}
 	sr := openStream(t, b.URL+q, hdrB)
 	sr.connected(t)

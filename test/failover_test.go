@@ -1,0 +1,311 @@
+package e2e_test
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/sserelay/sserelay/relay/sse/ssetest"
+)
+
+// TestClusterFailover: a 3-node JetStream cluster of nats-server processes,
+// an R3 stream, two relays connected to different nodes, two streams on
+// each, and a publisher that publishes without pause and keeps what was
+// acknowledged. The stream leader is killed with SIGKILL, the meta leader
+// stopped with SIGTERM, and the node relay A is connected to killed with
+// SIGKILL, each down for a while and then restarted. Every acknowledged
+// event reaches every stream exactly once, in order, with the id the
+// publisher was told, and relay A's readiness drops while it has no NATS
+// and comes back.
+//
+// Delivery delays (acknowledgement to arrival) are measured and logged;
+// TestClusterFailoverNoStall is the same run asserting that they stay short.
+func TestClusterFailover(t *testing.T) {
+	t.Parallel()
+	r := runFailover(t)
+	for _, ph := range r.phases {
+		t.Logf("%-28s node %s down %s: max delay to a stream %s, acked meanwhile %d", ph.name, ph.node, ph.down.Round(time.Millisecond), ph.maxDelay.Round(time.Millisecond), ph.acked)
+	}
+}
+
+// TestClusterFailoverNoStall asserts what issue 13 asks for: no stream goes
+// more than stallLimit without the events acknowledged meanwhile while a
+// node is down. Today the relay's ordered consumer can be recreated on the
+// dead node and stall until it returns (about one run in three); the
+// consumer-lifecycle work in relay/ fixes that. Until then this test runs
+// only with SSERELAY_STALL_TEST=1 (set SSERELAY_FAILOVER_DOWN=35s to match
+// the issue's measurement).
+func TestClusterFailoverNoStall(t *testing.T) {
+	if os.Getenv("SSERELAY_STALL_TEST") == "" {
+		t.Skip("stall: the relay's ordered consumer can stay on a dead node (issue 13), fixed by the consumer-lifecycle work in relay/; run with SSERELAY_STALL_TEST=1")
+	}
+	t.Parallel()
+	const stallLimit = 5 * time.Second
+	r := runFailover(t)
+	for _, ph := range r.phases {
+		t.Logf("%-28s node %s down %s: max delay to a stream %s (%s)", ph.name, ph.node, ph.down.Round(time.Millisecond), ph.maxDelay.Round(time.Millisecond), ph.worst)
+		if ph.maxDelay > stallLimit {
+			t.Errorf("%s: %s waited %s for an acknowledged event while node %s was down (limit %s)", ph.name, ph.worst, ph.maxDelay.Round(time.Millisecond), ph.node, stallLimit)
+		}
+	}
+}
+
+type failoverPhase struct {
+	name, node string
+	from, to   time.Time // the node was down in [from, to)
+	down       time.Duration
+	acked      int
+	maxDelay   time.Duration // longest acknowledgement-to-arrival delay of an event acked in [from, to)
+	worst      string        // the stream that had it
+}
+
+type failoverResult struct{ phases []failoverPhase }
+
+// timedStream records when each event arrived.
+type timedStream struct {
+	name string
+	*sseStream
+	mu      sync.Mutex
+	arrived map[string]time.Time // id → first seen
+	done    chan struct{}
+}
+
+func openTimed(t *testing.T, name, url string, hdr map[string]string) (*timedStream, uint64) {
+	t.Helper()
+	s := &timedStream{name: name, sseStream: openStream(t, url, hdr), arrived: map[string]time.Time{}, done: make(chan struct{})}
+	c := num(s.connected(t)["id"])
+	go func() {
+		defer close(s.done)
+		for {
+			b, err := s.Next(time.Second)
+			if errors.Is(err, ssetest.ErrTimeout) {
+				continue
+			}
+			if err != nil {
+				return
+			}
+			if b.HasID {
+				s.mu.Lock()
+				if _, ok := s.arrived[b.Event.ID]; !ok {
+					s.arrived[b.Event.ID] = time.Now()
+				}
+				s.mu.Unlock()
+			}
+		}
+	}()
+	t.Cleanup(func() { s.close(); <-s.done })
+	return s, c
+}
+
+func (s *timedStream) arrival(seq uint64) (time.Time, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	at, ok := s.arrived[strconv.FormatUint(seq, 10)]
+	return at, ok
+}
+
+// readiness polls a relay's /readyz and remembers every time it was not 200.
+type readiness struct {
+	mu       sync.Mutex
+	notReady []time.Time
+	stop     chan struct{}
+	done     chan struct{}
+}
+
+func watchReady(t *testing.T, base string) *readiness {
+	rd := &readiness{stop: make(chan struct{}), done: make(chan struct{})}
+	c := http.Client{Timeout: time.Second}
+	go func() {
+		defer close(rd.done)
+		for {
+			select {
+			case <-rd.stop:
+				return
+			case <-time.After(50 * time.Millisecond):
+			}
+			ok := false
+			if resp, err := c.Get(base + "/readyz"); err == nil {
+				ok = resp.StatusCode == http.StatusOK
+				resp.Body.Close()
+			}
+			if !ok {
+				rd.mu.Lock()
+				rd.notReady = append(rd.notReady, time.Now())
+				rd.mu.Unlock()
+			}
+		}
+	}()
+	t.Cleanup(func() { close(rd.stop); <-rd.done })
+	return rd
+}
+
+func (rd *readiness) droppedIn(from, to time.Time) bool {
+	rd.mu.Lock()
+	defer rd.mu.Unlock()
+	for _, at := range rd.notReady {
+		if !at.Before(from) && at.Before(to) {
+			return true
+		}
+	}
+	return false
+}
+
+func failoverDown(t *testing.T) time.Duration {
+	if v := os.Getenv("SSERELAY_FAILOVER_DOWN"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			t.Fatalf("SSERELAY_FAILOVER_DOWN: %v", err)
+		}
+		return d
+	}
+	return 10 * time.Second
+}
+
+// relayNode is the index of the node a relay is connected to: where it
+// started, or the last one it logged a reconnect to.
+func relayNode(t *testing.T, c *natsCluster, r *relayProc, start int) int {
+	t.Helper()
+	lines := r.jsonLines("NATS reconnected")
+	if len(lines) == 0 {
+		return start
+	}
+	u, err := url.Parse(fmt.Sprint(lines[len(lines)-1]["url"]))
+	if err != nil {
+		t.Fatalf("reconnect url: %v", err)
+	}
+	for i, nd := range c.nodes {
+		if u.Port() == strconv.Itoa(nd.client) {
+			return i
+		}
+	}
+	t.Fatalf("relay reconnected to %s, not a node of the cluster", u)
+	return -1
+}
+
+func runFailover(t *testing.T) failoverResult {
+	t.Helper()
+	down := failoverDown(t)
+	c := startCluster(t, 3, clusterOpts{})
+	const secret = "failover-secret"
+	// Each relay is given one node; it learns the others from the cluster.
+	a := startRelay(t, relayOpts{Secret: secret, NATSURL: c.url(0), Args: []string{"--stream-replicas", "3"}})
+	b := startRelay(t, relayOpts{Secret: secret, NATSURL: c.url(1), Args: []string{"--stream-replicas", "3"}})
+	readyA := watchReady(t, a.URL)
+
+	alice := token(t, secret, "alice", "--app", "app")
+	hdr := map[string]string{"Authorization": "Bearer " + alice}
+	q := "/v1/events?" + url.Values{"app_id": {"app"}}.Encode()
+	var streams []*timedStream
+	var start uint64
+	for _, r := range []struct {
+		name string
+		r    *relayProc
+	}{{"A1", a}, {"A2", a}, {"B1", b}, {"B2", b}} {
+		s, cur := openTimed(t, "stream "+r.name+" on relay "+r.name[:1], r.r.URL+q, hdr)
+		streams = append(streams, s)
+		if start == 0 || cur < start {
+			start = cur
+		}
+	}
+
+	pp := newAckPublisher("sse.app.alice")
+	nc, err := nats.Connect(c.urls(), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond), nats.ReconnectBufSize(-1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	pubDone := pp.run(t, nc, "publisher", stop)
+	defer func() {
+		select {
+		case <-stop:
+		default:
+			close(stop)
+		}
+		<-pubDone
+	}()
+	settled := func(what string) {
+		t.Helper()
+		eventually(t, waitLong, what+": a meta leader and a stream leader", func() bool {
+			return c.metaLeader() != "" && c.streamLeader("SSE") != ""
+		})
+		n := pp.count()
+		eventually(t, waitLong, what+": 30 more acknowledged events", func() bool { return pp.count() >= n+30 })
+	}
+	settled("start")
+
+	var res failoverResult
+	faults := []struct {
+		name string
+		pick func() int
+		stop func(int)
+	}{
+		{"kill -9 the stream leader", func() int { return c.index(c.streamLeader("SSE")) }, c.kill9},
+		{"SIGTERM the meta leader", func() int { return c.index(c.metaLeader()) }, c.term},
+		{"kill -9 relay A's node", func() int { return relayNode(t, c, a, 0) }, c.kill9},
+	}
+	for _, f := range faults {
+		i := f.pick()
+		ph := failoverPhase{name: f.name, node: c.nodes[i].name, from: time.Now()}
+		n := pp.count()
+		f.stop(i)
+		time.Sleep(down)
+		ph.to = time.Now()
+		ph.down = ph.to.Sub(ph.from)
+		ph.acked = pp.count() - n
+		c.start(i)
+		if f.name == "kill -9 relay A's node" {
+			if !readyA.droppedIn(ph.from, ph.to.Add(5*time.Second)) {
+				t.Errorf("%s: relay A's /readyz never failed while it had lost its node", f.name)
+			}
+		}
+		settled("after " + f.name)
+		res.phases = append(res.phases, ph)
+	}
+	close(stop)
+	<-pubDone
+	last := pp.last().seq
+	for _, s := range streams {
+		s.waitID(t, last)
+	}
+	eventually(t, waitLong, "relay A ready at the end", func() bool {
+		resp, err := httpClient.Get(a.URL + "/readyz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
+
+	acked := pp.snapshot()
+	for _, s := range streams {
+		pp.checkExact(t, s.name, dataEvents(s.events()), start, last)
+	}
+	for pi := range res.phases {
+		ph := &res.phases[pi]
+		for _, e := range acked {
+			if e.at.Before(ph.from) || !e.at.Before(ph.to) {
+				continue
+			}
+			for _, s := range streams {
+				if at, ok := s.arrival(e.seq); ok && at.Sub(e.at) > ph.maxDelay {
+					ph.maxDelay, ph.worst = at.Sub(e.at), s.name
+				}
+			}
+		}
+	}
+	var report []string
+	for _, ph := range res.phases {
+		report = append(report, fmt.Sprintf("%s: %s", ph.name, ph.maxDelay.Round(time.Millisecond)))
+	}
+	t.Logf("%d events acknowledged, %d publishes failed; max delays: %s", pp.count(), pp.failures, strings.Join(report, "; "))
+	return res
+}
