@@ -152,14 +152,62 @@ var decodeTree = sync.OnceValues(func() (tree, []error) {
 	return tr, errs
 })
 
-// load returns the decoded manifests; the semantic checks need them all.
+// load returns the decoded manifests by topology: a directory with a kustomization that no other kustomization
+// uses as a base, with the objects of its own files and those of its bases (directories it lists as
+// resources), as `kubectl apply -k` would apply them (plus the *.example.yaml Secrets of the directory).
 func load(t *testing.T) tree {
 	t.Helper()
 	tr, errs := decodeTree()
 	if len(errs) > 0 {
 		t.Fatalf("%d manifest error(s), see TestManifestsDecodeStrictly; first: %v", len(errs), errs[0])
 	}
-	return tr
+	files, err := yamlFiles()
+	if err != nil {
+		t.Fatal(err)
+	}
+	bases := map[string][]string{} // kustomization dir → the directories it lists
+	isBase := map[string]bool{}
+	for _, f := range files {
+		if path.Base(f) != "kustomization.yaml" {
+			continue
+		}
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		k, err := decodeKustomization(data)
+		if err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+		dir := path.Dir(f)
+		bases[dir] = nil
+		for _, r := range k.Resources {
+			if st, err := os.Stat(path.Join(dir, r)); err == nil && st.IsDir() {
+				b := path.Clean(path.Join(dir, r))
+				bases[dir] = append(bases[dir], b)
+				isBase[b] = true
+			}
+		}
+	}
+	var collect func(dir string, seen map[string]bool) []object
+	collect = func(dir string, seen map[string]bool) []object {
+		if seen[dir] {
+			t.Fatalf("kustomization %s includes itself", dir)
+		}
+		seen[dir] = true
+		objs := append([]object(nil), tr[dir]...)
+		for _, b := range bases[dir] {
+			objs = append(objs, collect(b, seen)...)
+		}
+		return objs
+	}
+	out := tree{}
+	for dir := range bases {
+		if !isBase[dir] {
+			out[dir] = collect(dir, map[string]bool{})
+		}
+	}
+	return out
 }
 
 func TestManifestsDecodeStrictly(t *testing.T) {
@@ -233,7 +281,9 @@ func TestKustomizations(t *testing.T) {
 			}
 		}
 	}
-	if !slices.Contains(dirs, "sidecar") || !slices.Contains(dirs, "nats-cluster") {
-		t.Errorf("kustomizations found in %v, want sidecar and nats-cluster", dirs)
+	for _, want := range []string{"sidecar", "nats-cluster", "leaf-sidecar", "nats"} {
+		if !slices.Contains(dirs, want) {
+			t.Errorf("kustomizations found in %v, want %s among them", dirs, want)
+		}
 	}
 }

@@ -38,36 +38,9 @@ func checkNATS(t *testing.T, where string, w workload, c *corev1.Container, objs
 		t.Errorf("%s: NATS servers with JetStream need a StatefulSet", where)
 		return
 	}
-	i := slices.Index(c.Args, "--config")
-	if i < 0 || i+1 >= len(c.Args) {
-		t.Errorf("%s: no --config in args %q", where, c.Args)
-		return
-	}
-	confPath := c.Args[i+1]
-	mount := mountOf(c, confPath)
-	var text string
-	for _, v := range w.pod.Spec.Volumes {
-		if mount == nil || v.Name != mount.Name || v.ConfigMap == nil {
-			continue
-		}
-		for _, cm := range objectsOf[*corev1.ConfigMap](objs) {
-			if cm.Name == v.ConfigMap.Name {
-				text = cm.Data[path.Base(confPath)]
-			}
-		}
-	}
-	if text == "" {
-		t.Errorf("%s: config %s is not a key of a ConfigMap mounted there", where, confPath)
-		return
-	}
-
-	// Variables such as $POD_NAME come from the container's environment.
-	for _, e := range c.Env {
-		t.Setenv(e.Name, w.name+"-0")
-	}
-	opts := &server.Options{}
-	if err := opts.ProcessConfigString(text); err != nil {
-		t.Errorf("%s: nats-server rejects %s: %v", where, confPath, err)
+	opts, err := natsConfig(t, w, c, objs)
+	if err != nil {
+		t.Errorf("%s: %v", where, err)
 		return
 	}
 
@@ -91,7 +64,10 @@ func checkNATS(t *testing.T, where string, w workload, c *corev1.Container, objs
 	for _, p := range []struct {
 		name string
 		port int
-	}{{"client", opts.Port}, {"cluster", opts.Cluster.Port}, {"monitor", opts.HTTPPort}} {
+	}{{"client", opts.Port}, {"cluster", opts.Cluster.Port}, {"monitor", opts.HTTPPort}, {"leafnodes", opts.LeafNode.Port}} {
+		if p.port == 0 && p.name == "leafnodes" {
+			continue // no leaf node port configured; the containerPort may be declared for another topology
+		}
 		if got := resolvePort(c, intstr.FromString(p.name)); got == 0 || int(got) != p.port {
 			t.Errorf("%s: containerPort %s is %d, config says %d", where, p.name, got, p.port)
 		}
@@ -122,4 +98,38 @@ func checkNATS(t *testing.T, where string, w workload, c *corev1.Container, objs
 	if limit, ok := c.Resources.Limits[corev1.ResourceMemory]; !ok || opts.JetStreamMaxMemory <= 0 || opts.JetStreamMaxMemory >= limit.Value() {
 		t.Errorf("%s: max_memory_store %d must be set below the memory limit %s", where, opts.JetStreamMaxMemory, limit.String())
 	}
+}
+
+// natsConfig parses the nats.conf that NATS container c of w runs with (its --config, a key of a ConfigMap of
+// objs mounted there) with nats-server's own parser.
+func natsConfig(t *testing.T, w workload, c *corev1.Container, objs []object) (*server.Options, error) {
+	i := slices.Index(c.Args, "--config")
+	if i < 0 || i+1 >= len(c.Args) {
+		return nil, fmt.Errorf("no --config in args %q", c.Args)
+	}
+	confPath := c.Args[i+1]
+	mount := mountOf(c, confPath)
+	var text string
+	for _, v := range w.pod.Spec.Volumes {
+		if mount == nil || v.Name != mount.Name || v.ConfigMap == nil {
+			continue
+		}
+		for _, cm := range objectsOf[*corev1.ConfigMap](objs) {
+			if cm.Name == v.ConfigMap.Name {
+				text = cm.Data[path.Base(confPath)]
+			}
+		}
+	}
+	if text == "" {
+		return nil, fmt.Errorf("config %s is not a key of a ConfigMap mounted there", confPath)
+	}
+	// Variables such as $POD_NAME come from the container's environment.
+	for _, e := range c.Env {
+		t.Setenv(e.Name, w.name+"-0")
+	}
+	opts := &server.Options{}
+	if err := opts.ProcessConfigString(text); err != nil {
+		return nil, fmt.Errorf("nats-server rejects %s: %w", confPath, err)
+	}
+	return opts, nil
 }

@@ -11,7 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/intstr"
 )
 
@@ -171,9 +173,12 @@ func checkRelay(t *testing.T, where string, w workload, c *corev1.Container, cfg
 		}
 	}
 
-	if natsURL, external := cfg["nats-url"]; external && natsURL != "" {
+	switch {
+	case cfg["leaf-remote"] != "":
+		checkLeaf(t, where, w, c, cfg, objs)
+	case cfg["nats-url"] != "":
 		checkExternal(t, where, cfg, objs)
-	} else {
+	default:
 		checkEmbedded(t, where, w, c, cfg)
 	}
 }
@@ -185,6 +190,11 @@ func checkEmbedded(t *testing.T, where string, w workload, c *corev1.Container, 
 	if m := mountOf(c, dir); !path.IsAbs(dir) || m == nil || m.ReadOnly {
 		t.Errorf("%s: embedded mode needs data-dir set to an absolute path on a writable volume mount, got %q", where, dir)
 	}
+	checkAppsReachEmbedded(t, w, c, cfg)
+}
+
+// checkAppsReachEmbedded: the other containers of the pod reach the embedded server on its loopback port.
+func checkAppsReachEmbedded(t *testing.T, w workload, c *corev1.Container, cfg map[string]string) {
 	listen, ok := cfg["nats-listen"]
 	if !ok {
 		listen = serveDefault(t, "nats-listen")
@@ -228,6 +238,11 @@ func checkExternal(t *testing.T, where string, cfg map[string]string, objs []obj
 			t.Errorf("%s: nats-url %q: no Service %s with port %d in this directory", where, raw, svcName, port)
 		}
 	}
+	checkReplicas(t, where, cfg, objs)
+}
+
+// checkReplicas: the stream does not ask for more replicas than there are NATS servers.
+func checkReplicas(t *testing.T, where string, cfg map[string]string, objs []object) {
 	if v := cfg["stream-replicas"]; v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 1 || n > 5 {
@@ -238,5 +253,71 @@ func checkExternal(t *testing.T, where string, cfg map[string]string, objs []obj
 				t.Errorf("%s: stream-replicas %d exceeds the %d servers of %s", where, n, w.replicas, w)
 			}
 		}
+	}
+}
+
+// checkLeaf: the embedded server is a leaf node of a NATS StatefulSet of this topology. The leaf URLs name a
+// Service port that leads to the servers' leaf node port, the relay's JetStream domain is the servers' own (the
+// leaf has no JetStream: without the domain the stream would not be found), the pod's other containers reach
+// the embedded server on loopback, and nothing asks for a store the leaf does not keep.
+func checkLeaf(t *testing.T, where string, w workload, c *corev1.Container, cfg map[string]string, objs []object) {
+	if v := cfg["nats-url"]; v != "" {
+		t.Errorf("%s: nats-url %q with leaf-remote: sserelay serve refuses that", where, v)
+	}
+	if v := cfg["data-dir"]; v != "" {
+		t.Errorf("%s: data-dir %q is unused by a leaf node (it keeps no store)", where, v)
+	}
+	checkAppsReachEmbedded(t, w, c, cfg)
+	checkReplicas(t, where, cfg, objs)
+	var hubs []*server.Options
+	for _, hw := range workloads(objs) {
+		for _, nc := range allContainers(&hw.pod.Spec) {
+			if isNATS(nc) {
+				if opts, _ := natsConfig(t, hw, nc, objs); opts != nil {
+					hubs = append(hubs, opts)
+				}
+			}
+		}
+	}
+	if len(hubs) == 0 {
+		t.Errorf("%s: leaf-remote, but no NATS server in this topology", where)
+		return
+	}
+	for raw := range strings.SplitSeq(cfg["leaf-remote"], ",") {
+		u, err := url.Parse(strings.TrimSpace(raw))
+		if err != nil || (u.Scheme != "nats-leaf" && u.Scheme != "tls") {
+			t.Errorf("%s: leaf-remote %q: not a nats-leaf:// URL (%v)", where, raw, err)
+			continue
+		}
+		svcName, _, _ := strings.Cut(u.Hostname(), ".")
+		port, _ := strconv.Atoi(u.Port())
+		reaches := false
+		for _, s := range objectsOf[*corev1.Service](objs) {
+			for _, sp := range s.Spec.Ports {
+				if s.Name != svcName || int(sp.Port) != port {
+					continue
+				}
+				for _, hw := range workloads(objs) {
+					if !labels.SelectorFromSet(s.Spec.Selector).Matches(labels.Set(hw.pod.Labels)) {
+						continue
+					}
+					for _, nc := range allContainers(&hw.pod.Spec) {
+						if !isNATS(nc) {
+							continue
+						}
+						if opts, _ := natsConfig(t, hw, nc, objs); opts != nil && opts.LeafNode.Port != 0 && int(resolvePort(nc, sp.TargetPort)) == opts.LeafNode.Port {
+							reaches = true
+						}
+					}
+				}
+			}
+		}
+		if !reaches {
+			t.Errorf("%s: leaf-remote %q: no Service %s port %d leading to a NATS server's leafnodes port", where, raw, svcName, port)
+		}
+	}
+	domain := cfg["js-domain"]
+	if !slices.ContainsFunc(hubs, func(o *server.Options) bool { return o.JetStreamDomain != "" && o.JetStreamDomain == domain }) {
+		t.Errorf("%s: js-domain %q is not the JetStream domain of the hub's servers", where, domain)
 	}
 }
