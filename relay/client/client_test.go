@@ -42,11 +42,9 @@ func TestRestart(t *testing.T) {
 	// The drain ended the stream with the hint of the relay's Retry (100 ms)
 	// plus up to as much jitter, as a field before the close: the client
 	// waits that long, not its own 20 ms backoff.
-	r.mu.Lock()
-	if len(r.waits) == 0 || r.waits[0] < 100*time.Millisecond || r.waits[0] > 200*time.Millisecond {
-		t.Errorf("after the drain the client waits %v, want the relay's hint of 100 to 200 ms", r.waits)
+	if w := r.firstWait(t); w < 100*time.Millisecond || w > 200*time.Millisecond {
+		t.Errorf("after the drain the client waits %s, want the relay's hint of 100 to 200 ms", w)
 	}
-	r.mu.Unlock()
 	own := r.c.ConnectionID()
 	e.mustPublish(t, "sse.app.alice", "own", "X-Connection-Id", own) // replayed: still left out
 	down := publishN(t, e, 4, 6)

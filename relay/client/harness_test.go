@@ -334,6 +334,25 @@ func (r *running) waitConnected(t testing.TB, n int) []client.Connected {
 	}
 }
 
+// firstWait waits for the first error the client reported and returns the
+// wait it announced with it.
+func (r *running) firstWait(t testing.TB) time.Duration {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		r.mu.Lock()
+		if len(r.waits) > 0 {
+			defer r.mu.Unlock()
+			return r.waits[0]
+		}
+		r.mu.Unlock()
+		if time.Now().After(deadline) {
+			t.Fatal("the client reported no error within 20 s")
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
 func (r *running) errors() []error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
