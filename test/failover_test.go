@@ -24,38 +24,36 @@ import (
 // stopped with SIGTERM, and the node relay A is connected to killed with
 // SIGKILL, each down for a while and then restarted. Every acknowledged
 // event reaches every stream exactly once, in order, with the id the
-// publisher was told, and relay A's readiness drops while it has no NATS
-// and comes back.
+// publisher was told; relay A's readiness drops while it has no NATS and
+// comes back; and no stream waits longer than stallLimit for an event
+// acknowledged while a node is down (issue 13's stall: the relay's consumer
+// stuck on a dead node, which showed in 3 of 3 runs before the relay owned
+// its consumer's lifecycle, with waits of 5.8 to 32.6 s for 10 s outages).
 //
-// Delivery delays (acknowledgement to arrival) are measured and logged;
-// TestClusterFailoverNoStall is the same run asserting that they stay short.
+// SSERELAY_FAILOVER_DOWN sets the outage (default 10s; the issue measured
+// 35s) and SSERELAY_FAILOVER_RUNS repeats the whole run (default 1).
 func TestClusterFailover(t *testing.T) {
 	t.Parallel()
-	r := runFailover(t)
-	for _, ph := range r.phases {
-		t.Logf("%-28s node %s down %s: max delay to a stream %s, acked meanwhile %d", ph.name, ph.node, ph.down.Round(time.Millisecond), ph.maxDelay.Round(time.Millisecond), ph.acked)
-	}
-}
-
-// TestClusterFailoverNoStall asserts what issue 13 asks for: no stream goes
-// more than stallLimit without the events acknowledged meanwhile while a
-// node is down. Today the relay's ordered consumer can be recreated on the
-// dead node and stall until it returns (about one run in three); the
-// consumer-lifecycle work in relay/ fixes that. Until then this test runs
-// only with SSERELAY_STALL_TEST=1 (set SSERELAY_FAILOVER_DOWN=35s to match
-// the issue's measurement).
-func TestClusterFailoverNoStall(t *testing.T) {
-	if os.Getenv("SSERELAY_STALL_TEST") == "" {
-		t.Skip("stall: the relay's ordered consumer can stay on a dead node (issue 13), fixed by the consumer-lifecycle work in relay/; run with SSERELAY_STALL_TEST=1")
-	}
-	t.Parallel()
+	// A few heartbeats' worth: the relay notices a dead consumer after 2 s.
 	const stallLimit = 5 * time.Second
-	r := runFailover(t)
-	for _, ph := range r.phases {
-		t.Logf("%-28s node %s down %s: max delay to a stream %s (%s)", ph.name, ph.node, ph.down.Round(time.Millisecond), ph.maxDelay.Round(time.Millisecond), ph.worst)
-		if ph.maxDelay > stallLimit {
-			t.Errorf("%s: %s waited %s for an acknowledged event while node %s was down (limit %s)", ph.name, ph.worst, ph.maxDelay.Round(time.Millisecond), ph.node, stallLimit)
+	runs := 1
+	if v := os.Getenv("SSERELAY_FAILOVER_RUNS"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			t.Fatalf("SSERELAY_FAILOVER_RUNS=%q: want a count", v)
 		}
+		runs = n
+	}
+	for run := 1; run <= runs; run++ {
+		t.Run(fmt.Sprintf("run%d", run), func(t *testing.T) {
+			r := runFailover(t)
+			for _, ph := range r.phases {
+				t.Logf("%-28s node %s down %s: max delay to a stream %s (%s), acked meanwhile %d", ph.name, ph.node, ph.down.Round(time.Millisecond), ph.maxDelay.Round(time.Millisecond), ph.worst, ph.acked)
+				if ph.maxDelay > stallLimit {
+					t.Errorf("%s: %s waited %s for an acknowledged event while node %s was down (limit %s)", ph.name, ph.worst, ph.maxDelay.Round(time.Millisecond), ph.node, stallLimit)
+				}
+			}
+		})
 	}
 }
 
