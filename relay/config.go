@@ -9,6 +9,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sserelay/sserelay/relay/auth"
 	"github.com/sserelay/sserelay/relay/subject"
@@ -94,6 +95,14 @@ type Config struct {
 	TokenCache int
 	// NoDemo disables the demo page at "/".
 	NoDemo bool
+	// Registry receives the relay's metrics; GET /metrics and
+	// [Relay.MetricsHandler] serve it, with whatever else is registered there
+	// (the CLI adds the Go runtime and process collectors). nil: a registry
+	// of the relay's own. One registry holds the metrics of one relay.
+	Registry *prometheus.Registry
+	// NoMetrics leaves GET /metrics out of Handler, for a relay whose
+	// metrics are served on a private port with MetricsHandler.
+	NoMetrics bool
 	// NoHijack keeps HTTP/1.1 streams inside net/http instead of taking
 	// their connections over (which saves about 10 KiB and a goroutine per
 	// idle stream). Set it when a middleware must see the whole response.

@@ -79,6 +79,7 @@ func (s *session) writeDirect(f *frame) {
 	if err != nil || n < 0 {
 		n = 0
 	}
+	s.r.metrics.bytes.Add(float64(n)) // the rest is counted when the session writes it
 	s.lastSent, s.active = f.seq, true
 	if n < len(f.buf) {
 		s.partial = f.buf[n:]

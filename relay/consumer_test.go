@@ -148,11 +148,11 @@ func TestConsumerReplacedWhenItsNodeGoes(t *testing.T) {
 	waitFor(t, 20*time.Second, "some events", func() bool { return p.count() >= 20 })
 
 	node := e.consumerNode()
-	before := e.relay.metrics.consumerReplaced.Load()
+	before := e.relay.metrics.replacedTotal()
 	stopped := time.Now()
 	e.cluster.byName(node).Shutdown()
 	waitFor(t, 60*time.Second, "the consumer to be replaced", func() bool {
-		return e.relay.metrics.consumerReplaced.Load() > before && e.relay.Ready() == nil
+		return e.relay.metrics.replacedTotal() > before && e.relay.Ready() == nil
 	})
 	t.Logf("consumer on %s replaced %s after its server stopped", node, time.Since(stopped).Round(time.Millisecond))
 	n := p.count()
@@ -230,7 +230,7 @@ func TestConsumerReplacedWhenDeleted(t *testing.T) {
 	if err := e.js.DeleteConsumer(ctx, "SSE", e.relay.ConsumerName()); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 30*time.Second, "the consumer to be replaced", func() bool { return e.relay.metrics.consumerReplaced.Load() > 0 })
+	waitFor(t, 30*time.Second, "the consumer to be replaced", func() bool { return e.relay.metrics.replacedTotal() > 0 })
 	var want []uint64
 	for i := range 5 {
 		want = append(want, e.publish("sse.app.bob", strconv.Itoa(i)))

@@ -114,24 +114,11 @@ func epExpires(at time.Time) func(*auth.Claims) {
 	return func(c *auth.Claims) { c.ExpiresAt = jwt.NewNumericDate(at) }
 }
 
-// epMetric returns the value of an unlabelled sample of GET /metrics.
+// epMetric returns the value of a sample of GET /metrics: name, or
+// name{label="value"} (the sum of the samples that carry those labels).
 func (e *testEnv) epMetric(name string) float64 {
 	e.t.Helper()
-	r := epDo(e.t, http.MethodGet, e.url+"/metrics", nil, "")
-	if r.Status != http.StatusOK {
-		e.t.Fatalf("GET /metrics: %d %s", r.Status, r.Body)
-	}
-	for line := range strings.SplitSeq(string(r.Body), "\n") {
-		if v, ok := strings.CutPrefix(line, name+" "); ok {
-			f, err := strconv.ParseFloat(v, 64)
-			if err != nil {
-				e.t.Fatalf("metric line %q: %v", line, err)
-			}
-			return f
-		}
-	}
-	e.t.Fatalf("metric %s not in /metrics:\n%s", name, r.Body)
-	return 0
+	return e.scrape().value(e.t, name)
 }
 
 // epEventually polls cond until it holds or 10 s pass.

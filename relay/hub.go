@@ -47,6 +47,7 @@ type hub struct {
 	draining bool  // no registration from now on
 
 	open    atomic.Int64   // registered sessions; changed under mu, read anywhere
+	seen    atomic.Uint64  // the cursor, for readers that must not wait for mu (a scrape)
 	streams sync.WaitGroup // registered sessions; Add only under mu and while not draining
 
 	// directBuf is the dispatcher's reusable list of idle sessions it
@@ -172,6 +173,7 @@ func (h *hub) abortAll() {
 func (h *hub) setCursor(seq uint64) {
 	h.mu.Lock()
 	h.cursor = seq
+	h.seen.Store(seq)
 	h.mu.Unlock()
 }
 
@@ -246,6 +248,7 @@ func (h *hub) deliverLocked(seq uint64, key, topic, event, connID, connUser stri
 		h.resetAllLocked(seq-1, ResetHistoryGone)
 	}
 	h.cursor = seq
+	h.seen.Store(seq)
 	h.metrics.dispatched.Add(1)
 	if h.ring != nil {
 		h.ring.push(ringEntry{seq: seq, key: key, topic: topic, event: event, connID: connID, connUser: connUser, data: data, bad: !ok})
@@ -291,4 +294,5 @@ func (h *hub) resetAllLocked(seq uint64, reason string) {
 			}
 		}
 	}
+	h.metrics.resets(reason).Add(float64(len(seen)))
 }

@@ -7,6 +7,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/goleak"
 )
 
@@ -99,11 +100,11 @@ func TestHubDeliverFilters(t *testing.T) {
 	if c := h.cursorNow(); c != 21 {
 		t.Errorf("cursor %d, want 21", c)
 	}
-	if n := h.metrics.dropped.Load(); n != 2 {
-		t.Errorf("dropped %d, want 2", n)
+	if n := testutil.ToFloat64(h.metrics.dropped); n != 2 {
+		t.Errorf("dropped %v, want 2", n)
 	}
-	if n := h.metrics.dispatched.Load(); n != 11 {
-		t.Errorf("dispatched %d, want 11", n)
+	if n := testutil.ToFloat64(h.metrics.dispatched); n != 11 {
+		t.Errorf("dispatched %v, want 11", n)
 	}
 
 	// The cursor never goes back, and an old sequence is not delivered again.

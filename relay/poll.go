@@ -48,7 +48,7 @@ func (r *Relay) servePoll(w http.ResponseWriter, req *http.Request, sr *streamRe
 	default:
 		last = sr.lastID
 		full := true
-		err := r.replay(req.Context(), s.filter(), sr.lastID, c, r.cfg.PollPage, func(ev storedEvent) error {
+		_, err := r.replay(req.Context(), s.filter(), sr.lastID, c, r.cfg.PollPage, func(ev storedEvent) error {
 			resp.Events = append(resp.Events, pollEvent{ID: strconv.FormatUint(ev.seq, 10), Event: ev.event, Data: eventSourceData(ev.data)})
 			last = ev.seq
 			return nil

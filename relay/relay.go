@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sserelay/sserelay/relay/auth"
 )
@@ -35,6 +36,8 @@ type Relay struct {
 	js      jetstream.JetStream
 	apiPfx  string // "$JS.API." or "$JS.<domain>.API."
 	metrics *metrics
+	// metricsHandler serves cfg.Registry.
+	metricsHandler http.Handler
 
 	hub *hub // the registry of open sessions, and the dispatcher's cursor
 
@@ -53,17 +56,25 @@ func New(cfg Config) (*Relay, error) {
 		return nil, err
 	}
 	cfg.Verifier = auth.NewCache(cfg.Verifier, cfg.TokenCache)
+	if cfg.Registry == nil {
+		cfg.Registry = prometheus.NewRegistry()
+	}
 	m := newMetrics()
-	return &Relay{
-		cfg:         cfg,
-		log:         cfg.Logger,
-		js:          cfg.JetStream,
-		apiPfx:      apiPrefix(cfg.JetStream),
-		metrics:     m,
-		hub:         newHub(&cfg, m),
-		replaySlots: make(chan struct{}, cfg.MaxReplays),
-		drainCh:     make(chan struct{}),
-	}, nil
+	r := &Relay{
+		cfg:            cfg,
+		log:            cfg.Logger,
+		js:             cfg.JetStream,
+		apiPfx:         apiPrefix(cfg.JetStream),
+		metrics:        m,
+		metricsHandler: newMetricsHandler(cfg.Registry, cfg.Logger),
+		hub:            newHub(&cfg, m),
+		replaySlots:    make(chan struct{}, cfg.MaxReplays),
+		drainCh:        make(chan struct{}),
+	}
+	if err := m.register(cfg.Registry, r); err != nil {
+		return nil, err
+	}
+	return r, nil
 }
 
 // Start checks the stream and starts the dispatcher: a consumer on the
@@ -84,7 +95,7 @@ func (r *Relay) Start(ctx context.Context) error {
 	r.hub.setCursor(info.State.LastSeq)
 	c := newLiveConsumer(s, r.cfg.Conn, r.cfg.SubjectPrefix+".>", r.log,
 		r.dispatch, func() uint64 { return r.hub.cursorNow() + 1 },
-		func(string) { r.metrics.consumerReplaced.Add(1) })
+		r.metrics.consumerReplaced)
 	if err := c.start(ctx); err != nil {
 		return fmt.Errorf("relay: %w", err)
 	}
@@ -162,10 +173,12 @@ func (r *Relay) OpenStreams() int { return int(r.hub.openStreams()) }
 func (r *Relay) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/events", r.serveEvents)
-	mux.HandleFunc("POST /v1/publish", r.servePublish)
+	mux.Handle("POST /v1/publish", r.metrics.countPublishes(r.servePublish))
 	mux.HandleFunc("GET /healthz", serveHealthz)
 	mux.HandleFunc("GET /readyz", r.serveReadyz)
-	mux.HandleFunc("GET /metrics", r.serveMetrics)
+	if !r.cfg.NoMetrics {
+		mux.Handle("GET /metrics", r.metricsHandler)
+	}
 	mux.HandleFunc("GET /v1/client.js", serveClientJS)
 	if !r.cfg.NoDemo {
 		mux.HandleFunc("GET /{$}", serveDemo)
@@ -189,4 +202,5 @@ func (r *Relay) retryHint() int64 {
 func (r *Relay) dispatch(msg jetstream.Msg, meta *jetstream.MsgMetadata) {
 	hdr := msg.Headers()
 	r.hub.deliver(meta.Sequence.Stream, msg.Subject(), hdr.Get(HeaderEvent), hdr.Get(HeaderConnectionID), hdr.Get(HeaderConnectionUser), msg.Data())
+	r.metrics.consumed(meta)
 }

@@ -14,38 +14,44 @@ type storedEvent struct {
 // cursor per subject, merged by sequence). It reads at most one batch per
 // subject ahead, so memory is bounded by ReplayBatch whatever the range.
 // limit > 0 stops after that many events. It returns errHistoryGone when
-// from+1 has been trimmed, before or during the read.
-func (r *Relay) replay(ctx context.Context, f replayFilter, from, to uint64, limit int, emit func(storedEvent) error) error {
+// from+1 has been trimmed, before or during the read. The stats say how
+// many events came from the ring and how many from the store.
+func (r *Relay) replay(ctx context.Context, f replayFilter, from, to uint64, limit int, emit func(storedEvent) error) (replayStats, error) {
+	var st replayStats
 	if from >= to {
-		return nil
+		return st, nil
 	}
 	rd, err := r.newStoreReader()
 	if err != nil {
-		return err
+		return st, err
 	}
 	defer rd.close()
 	// Retention trims from the front only, so from+1 existing means nothing
 	// after it is missing. Checked even when the ring holds from+1: what
 	// retention or a purge removed is gone for every instance alike.
 	if ok, err := rd.exists(ctx, from+1); err != nil {
-		return err
+		return st, err
 	} else if !ok {
-		return errHistoryGone
+		return st, errHistoryGone
 	}
 	n := 0
 	// Recent events come from memory; the store serves what the ring no
 	// longer holds (or what it lost to eviction while we read).
 	pos, err := r.hub.replayRing(f, from+1, to, limit, &n, emit)
+	st.ring = n
 	if err != nil || pos > to {
-		return err
+		return st, err
 	}
 	r.metrics.storeReplays.Add(1)
-	return r.replayStore(ctx, rd, f, from, pos-1, to, limit, n, emit)
+	st.readStore = true
+	err = r.replayStore(ctx, rd, f, from, pos-1, to, limit, &n, emit)
+	st.store = n - st.ring
+	return st, err
 }
 
-// replayStore reads (pos, to] from the store, after n events of the replay
-// from first were emitted.
-func (r *Relay) replayStore(ctx context.Context, rd *storeReader, f replayFilter, first, from, to uint64, limit, n int, emit func(storedEvent) error) error {
+// replayStore reads (pos, to] from the store, after *n events of the replay
+// from first were emitted; it adds those it emits to *n.
+func (r *Relay) replayStore(ctx context.Context, rd *storeReader, f replayFilter, first, from, to uint64, limit int, n *int, emit func(storedEvent) error) error {
 	cursors := make([]*subjectCursor, len(f.subjects))
 	for i, s := range f.subjects {
 		cursors[i] = &subjectCursor{subject: s, next: from + 1, to: to}
@@ -75,7 +81,7 @@ func (r *Relay) replayStore(ctx context.Context, rd *storeReader, f replayFilter
 		if err := emit(ev.storedEvent); err != nil {
 			return err
 		}
-		if n++; limit > 0 && n >= limit {
+		if *n++; limit > 0 && *n >= limit {
 			return nil
 		}
 	}

@@ -46,13 +46,13 @@ func (s *session) catchUp(ctx context.Context, c uint64) error {
 		}
 		return nil
 	}
+	start := time.Now()
 	if err := s.takeReplaySlot(ctx); err != nil {
 		return err
 	}
 	defer func() { <-s.r.replaySlots }()
-	s.r.metrics.replays.Add(1)
 	n := 0
-	err := s.r.replay(ctx, s.filter(), from, c, 0, func(ev storedEvent) error {
+	st, err := s.r.replay(ctx, s.filter(), from, c, 0, func(ev storedEvent) error {
 		s.scratch = sse.AppendEvent(s.scratch[:0], ev.seq, ev.event, ev.data)
 		if err := s.write(s.scratch); err != nil {
 			return err
@@ -70,8 +70,8 @@ func (s *session) catchUp(ctx context.Context, c uint64) error {
 		return nil
 	})
 	s.scratch = nil // idle sessions keep no buffer
-	s.r.metrics.replayed.Add(uint64(n))
-	s.r.metrics.delivered.Add(uint64(n))
+	s.r.metrics.caughtUp(st, start)
+	s.r.metrics.delivered.Add(float64(n))
 	if errors.Is(err, errHistoryGone) {
 		return s.reset(c, ResetHistoryGone)
 	}

@@ -265,28 +265,11 @@ func rsMsg(subject, data string, hdrs ...string) *nats.Msg {
 }
 
 // rsMetric reads one sample of GET /metrics (name may carry labels, as in
-// `sserelay_resets_total{reason="history-gone"}`).
+// `sserelay_resets_total{reason="history-gone"}`; without, the samples of
+// every label are summed).
 func rsMetric(t testing.TB, e *testEnv, name string) float64 {
 	t.Helper()
-	tr := &http.Transport{DisableKeepAlives: true}
-	defer tr.CloseIdleConnections()
-	resp, err := (&http.Client{Transport: tr, Timeout: 10 * time.Second}).Get(e.url + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
-			f, err := strconv.ParseFloat(v, 64)
-			if err != nil {
-				t.Fatalf("metric %s: %v", name, err)
-			}
-			return f
-		}
-	}
-	t.Fatalf("metric %s not in /metrics", name)
-	return 0
+	return scrapeURL(t, e.url+"/metrics").value(t, name)
 }
 
 // rsExpectReset checks that ev is a sserelay.reset with reason and id.

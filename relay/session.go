@@ -51,6 +51,7 @@ type session struct {
 	out      sink
 	lastSent uint64 // resume position: the client has every event of its filter up to here
 	active   bool   // something was written since the last keepalive tick (ticks come twice per interval)
+	unsent   int    // bytes written since the last flush, counted when it succeeds
 	spare    []*frame
 	scratch  []byte // encoding buffer during a catch-up
 }
@@ -104,11 +105,17 @@ func (s *session) take() (frames []*frame, overflow bool) {
 
 func (s *session) write(b []byte) error {
 	s.active = true
+	s.unsent += len(b)
 	return s.out.write(b)
 }
 
 func (s *session) flush() error {
-	return s.out.flush(s.r.cfg.WriteTimeout)
+	err := s.out.flush(s.r.cfg.WriteTimeout)
+	if err == nil && s.unsent > 0 {
+		s.r.metrics.bytes.Add(float64(s.unsent)) // one add per batch, not per event
+	}
+	s.unsent = 0
+	return err
 }
 
 // writeFrames writes the frames the client does not have yet and flushes.
@@ -127,7 +134,7 @@ func (s *session) writeFrames(frames []*frame) error {
 	if n == 0 {
 		return nil
 	}
-	s.r.metrics.delivered.Add(uint64(n))
+	s.r.metrics.delivered.Add(float64(n))
 	return s.flush()
 }
 
