@@ -18,9 +18,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nkeys"
 )
 
 // testPKI writes a CA and, signed by it, a server certificate for
@@ -221,5 +223,117 @@ func TestLeafRefusesBadSettings(t *testing.T) {
 				t.Errorf("error %q shows a password", err)
 			}
 		})
+	}
+}
+
+// TestLeafCredentials: a hub in operator mode (accounts and users as JWTs)
+// lets the leaf in with a credentials file only; the leaf's traffic then
+// lands in that user's account, whose JetStream serves the stream.
+func TestLeafCredentials(t *testing.T) {
+	okp, _ := nkeys.CreateOperator()
+	opub, _ := okp.PublicKey()
+	oc := jwt.NewOperatorClaims(opub)
+	ojwt, err := oc.Encode(okp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	operator, err := jwt.DecodeOperatorClaims(ojwt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	akp, _ := nkeys.CreateAccount()
+	apub, _ := akp.PublicKey()
+	ac := jwt.NewAccountClaims(apub)
+	ac.Limits.JetStreamLimits = jwt.JetStreamLimits{MemoryStorage: -1, DiskStorage: -1, Streams: -1, Consumer: -1}
+	ajwt, err := ac.Encode(okp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ukp, _ := nkeys.CreateUser()
+	upub, _ := ukp.PublicKey()
+	ujwt, err := jwt.NewUserClaims(upub).Encode(akp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seed, _ := ukp.Seed()
+	creds, err := jwt.FormatUserConfig(ujwt, seed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	credsFile := filepath.Join(dir, "leaf.creds")
+	if err := os.WriteFile(credsFile, creds, 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	// JetStream in operator mode needs a system account.
+	skp, _ := nkeys.CreateAccount()
+	spub, _ := skp.PublicKey()
+	sjwt, err := jwt.NewAccountClaims(spub).Encode(okp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resolver := &server.MemAccResolver{}
+	for pub, j := range map[string]string{apub: ajwt, spub: sjwt} {
+		if err := resolver.Store(pub, j); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	opts := &server.Options{
+		ServerName: "hub", Host: "127.0.0.1", Port: server.RANDOM_PORT, NoSigs: true, NoLog: true,
+		JetStream: true, JetStreamDomain: "hub", StoreDir: t.TempDir(),
+		TrustedOperators: []*jwt.OperatorClaims{operator}, AccountResolver: resolver, SystemAccount: spub,
+	}
+	opts.LeafNode.Host, opts.LeafNode.Port = "127.0.0.1", port
+	hub, err := server.NewServer(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go hub.Start()
+	if !hub.ReadyForConnections(10 * time.Second) {
+		t.Fatal("hub not ready")
+	}
+	defer func() { hub.Shutdown(); hub.WaitForShutdown() }()
+
+	hubURL := []string{fmt.Sprintf("nats-leaf://127.0.0.1:%d", port)}
+	if s, err := Start(context.Background(), Options{Leaf: &LeafOptions{URLs: hubURL}, ReadyTimeout: 2 * time.Second}); err == nil {
+		s.Shutdown()
+		t.Fatal("a leaf without credentials joined a hub in operator mode")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	leaf, err := Start(ctx, Options{Leaf: &LeafOptions{URLs: hubURL, Credentials: credsFile}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer leaf.Shutdown()
+	nc, err := nats.Connect("", leaf.ConnectOption())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.NewWithDomain(nc, "hub")
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "T", Subjects: []string{"t.>"}}); err != nil {
+		t.Fatal(err)
+	}
+	ack, err := js.Publish(ctx, "t.x", []byte("with credentials"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ack.Domain != "hub" {
+		t.Errorf("ack from domain %q, want hub", ack.Domain)
+	}
+	acc, err := hub.LookupAccount(apub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := acc.JetStreamUsage().Streams; n != 1 {
+		t.Errorf("the user's account on the hub has %d streams, want 1", n)
 	}
 }
