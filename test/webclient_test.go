@@ -252,6 +252,16 @@ func TestWebClientTransportsAndExclusion(t *testing.T) {
 		all = append(all, own[i])
 	}
 	end := pub("", "end")
+
+	// A feed the token does not grant: 403, which no reconnect can mend.
+	// The EventSource cannot see the status; the client asks with one poll.
+	denied := b.open(h.srv.URL + "/page")
+	denied.start(fast(map[string]any{"token": tok, "feeds": []string{"bob"}, "hiddenTimeout": -1}))
+	denied.waitTrue("the page refused for good", `window.relay.state === "closed"`)
+	if st := denied.record().States; len(st) == 0 || st[len(st)-1][1] != "forbidden" || !strings.Contains(st[len(st)-1][2], `does not grant feed "bob"`) {
+		t.Errorf("refused page: states %v, want closed, forbidden, with the relay's reason", st)
+	}
+
 	for i, p := range pages {
 		p.waitSeq(transports[i]+" page gets the last event", end.seq)
 		var want []ev

@@ -10,21 +10,11 @@
 //   });
 //   await relay.fetch("/api/todos", { method: "POST", body });   // adds X-Connection-Id
 //
-// Transports: "eventsource" (the browser's EventSource; the token goes in the
-// query, or in the sserelay_token cookie with tokenIn: "cookie"), "fetch" (a
-// streamed response body; sends Authorization and Last-Event-ID itself, so no
-// token ever sits in a URL) and "xhr" (XMLHttpRequest progress events, for
-// React Native, whose fetch cannot stream). fetch and xhr share one parser that
-// follows the WHATWG rules for text/event-stream.
-//
-// Reconnects: after a stream that was open ends, the server's retry: hint;
-// then exponential backoff with full jitter (1 s doubling up to 30 s by
-// default). After 5 failures in a row the client polls (poll=1) from the same
-// position and probes the stream now and then; a probe that opens ends the
-// polling. A 401 or sserelay.token-expired asks getToken() for a new token and
-// resumes from the last id; a 403 (or 400, or 204) stops for good with the
-// reason. The connection id is chosen here and sent with every request, so the
-// relay skips this client's own events across reconnects and transports.
+// Transports: "eventsource" (token in the query or cookie), "fetch" (sends
+// Authorization and Last-Event-ID itself) and "xhr" (React Native, whose fetch
+// cannot stream); the last two share one WHATWG-exact parser. The relay's
+// README ("Browser and React Native client") describes reconnects, polling,
+// token refresh, the page lifecycle and sender exclusion; client.d.ts every option.
 
 /** The states a client goes through; see onStateChange. */
 export const State = Object.freeze({ CONNECTING: "connecting", OPEN: "open", POLLING: "polling", CLOSED: "closed" });
@@ -156,8 +146,8 @@ async function errorText(res) {
 }
 
 // Each transport opens one stream and reports to h: event(ev), retry(ms),
-// fail({status, message}) before the stream opened (status 0: network), and
-// end({soon}) when an open stream stops. It returns {close()}.
+// fail({status, message}) when it did not open (status 0: network; -1:
+// EventSource, which cannot tell), end({soon}) when an open stream stopped.
 
 function fetchStream(c, url, headers, h) {
   const ac = new AbortController();
@@ -181,7 +171,6 @@ function fetchStream(c, url, headers, h) {
     const reader = res.body.getReader();
     const dec = new TextDecoder();
     const parser = new SSEParser(h.event, h.retry);
-    h.open();
     try {
       for (;;) {
         const { value, done } = await reader.read();
@@ -219,7 +208,6 @@ function xhrStream(c, url, headers, h) {
   xhr.onreadystatechange = () => {
     if (xhr.readyState >= 2 && !ok && xhr.status === 200 && isEventStream(xhr.getResponseHeader("content-type"))) {
       ok = true;
-      h.open();
     }
   };
   xhr.onprogress = feed;
@@ -250,7 +238,6 @@ function eventSourceStream(c, url, names, h) {
   es.onmessage = deliver("message");
   for (const name of names) es.addEventListener(name, deliver(name));
   es.addEventListener("sserelay.connected", () => { open = true; nativeRetry = false; });
-  es.onopen = () => h.open();
   es.onerror = () => {
     // After an open stream ends, the browser reconnects once by itself, after
     // the server's retry: hint and with Last-Event-ID; anything else is ours.
@@ -317,13 +304,8 @@ export function connect(opts) {
     state = s;
     if (opts.onStateChange) opts.onStateChange(s, info);
   }
-  function report(err) {
-    if (opts.onError) opts.onError(err);
-  }
-  function clearTimer() {
-    if (timer) clearTimeout(timer);
-    timer = null;
-  }
+  const report = (err) => opts.onError && opts.onError(err);
+  const clearTimer = () => { clearTimeout(timer); timer = null; };
   function later(ms, fn) {
     clearTimer();
     timer = setTimeout(() => { timer = null; fn(); }, Math.max(0, ms));
@@ -381,7 +363,6 @@ export function connect(opts) {
         if (opts.onResync) opts.onResync(data.reason || "reset");
         return;
       case "sserelay.token-expired":
-        drop();
         return unauthorized("token expired", true);
     }
   }
@@ -394,25 +375,26 @@ export function connect(opts) {
     if (opts.onConnected) opts.onConnected(info);
   }
 
-  async function unauthorized(message, expired) {
+  // unauthorized gets a new token and resumes; when a fresh token was
+  // refused too, it backs off before asking again.
+  function unauthorized(message, expired) {
     if (!opts.getToken) return stop("unauthorized", message);
-    if (refreshed && !expired) {
-      // The new token was refused too: back off before asking again.
-      refreshed = false;
-      return failed({ status: 401, message });
-    }
-    const my = ++gen;
-    setState("connecting", { reason: expired ? "token-expired" : "unauthorized" });
-    try {
-      token = await opts.getToken();
-    } catch (e) {
-      report(e);
-      if (my === gen) failed({ status: 0, message: "getToken: " + e });
-      return;
-    }
-    if (my !== gen || stopped || paused) return;
-    refreshed = true;
-    polling ? poll() : open();
+    drop();
+    const my = gen;
+    setState("connecting", { reason: expired ? "token-expired" : "unauthorized", message });
+    const refresh = async () => {
+      try {
+        token = await opts.getToken();
+      } catch (e) {
+        if (my === gen) failed({ status: 0, message: "getToken: " + e });
+        return;
+      }
+      if (my !== gen || stopped || paused) return;
+      refreshed = true;
+      polling ? poll() : open();
+    };
+    if (refreshed && !expired) later(backoff(++failures), refresh);
+    else refresh();
   }
 
   function stop(reason, message) {
@@ -470,7 +452,6 @@ export function connect(opts) {
     const h = {
       event: (ev) => { if (my === gen) deliver(ev); },
       retry: (ms) => { retryHint = ms; },
-      open: () => {},
       reconnecting: () => { if (my === gen) setState("connecting", { reason: "stream ended" }); },
       fail: (f) => {
         if (my !== gen) return;
@@ -558,7 +539,7 @@ export function connect(opts) {
     setState("closed", { reason: why });
   }
   function resume(why) {
-    if (stopped || paused !== why) return;
+    if (stopped || (why && paused !== why)) return;
     paused = "";
     failures = 0;
     polling = false;
@@ -571,24 +552,22 @@ export function connect(opts) {
     target.addEventListener(name, fn);
     listeners.push(() => target.removeEventListener(name, fn));
   }
-  if (doc && cfg.hiddenTimeout >= 0) {
-    listen(doc, "visibilitychange", () => {
-      if (doc.visibilityState === "hidden") {
-        if (!hiddenTimer) hiddenTimer = setTimeout(() => { hiddenTimer = null; pause("hidden"); }, cfg.hiddenTimeout);
-      } else {
-        if (hiddenTimer) clearTimeout(hiddenTimer);
-        hiddenTimer = null;
-        resume("hidden");
-      }
-    });
-  }
+  const visibility = () => {
+    if (doc.visibilityState === "hidden") {
+      if (!hiddenTimer) hiddenTimer = setTimeout(() => { hiddenTimer = null; pause("hidden"); }, cfg.hiddenTimeout);
+    } else {
+      clearTimeout(hiddenTimer);
+      hiddenTimer = null;
+      resume("hidden");
+    }
+  };
+  if (doc && cfg.hiddenTimeout >= 0) listen(doc, "visibilitychange", visibility);
   if (g.window) {
     listen(g.window, "offline", () => pause("offline"));
     listen(g.window, "online", () => resume("offline"));
   }
-
-  if (doc && doc.visibilityState === "hidden" && cfg.hiddenTimeout === 0) pause("hidden");
-  else open();
+  open();
+  if (doc && cfg.hiddenTimeout >= 0 && doc.visibilityState === "hidden") visibility(); // opened in the background
 
   return {
     connectionId,
@@ -613,13 +592,7 @@ export function connect(opts) {
       return (await res.json()).seq;
     },
     /** reconnect drops the stream and opens a new one now, from the last id. */
-    reconnect() {
-      if (stopped) return;
-      paused = "";
-      failures = 0;
-      polling = false;
-      open();
-    },
+    reconnect() { resume(""); },
     /** close stops for good. */
     close() {
       if (hiddenTimer) clearTimeout(hiddenTimer);
