@@ -25,8 +25,8 @@ type serveConfig struct {
 
 	// DrainTimeout bounds the shutdown after SIGTERM.
 	DrainTimeout time.Duration
-	// DebugListen serves pprof on its own port; empty: off.
-	DebugListen string
+	// Metrics is the private port of /metrics and pprof.
+	Metrics metricsConfig
 }
 
 // natsConfig is the connection to an external NATS server.

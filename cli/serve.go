@@ -54,6 +54,13 @@ func run(ctx context.Context, cfg *serveConfig, log *slog.Logger) error {
 		return fmt.Errorf("tokens: %w (set --jwt-secret, --jwt-public-key or --jwks-url)", err)
 	}
 
+	reg := newRegistry()
+	ms, err := startMetrics(cfg.Metrics, reg, log)
+	if err != nil {
+		return err
+	}
+	defer ms.close()
+
 	n, err := startNATS(ctx, cfg, log)
 	if err != nil {
 		return err
@@ -63,6 +70,7 @@ func run(ctx context.Context, cfg *serveConfig, log *slog.Logger) error {
 	rc := cfg.Relay
 	rc.JetStream, rc.Verifier, rc.Logger = n.js, verifier, log
 	rc.AllowedOrigins = cfg.HTTP.origins()
+	rc.Registry, rc.NoMetrics = reg, cfg.Metrics.ListenOnly
 	r, err := relay.New(rc)
 	if err != nil {
 		return err
@@ -76,7 +84,6 @@ func run(ctx context.Context, cfg *serveConfig, log *slog.Logger) error {
 		_ = r.Shutdown(context.Background())
 		return err
 	}
-	defer h.closeDebug()
 
 	select {
 	case <-ctx.Done():

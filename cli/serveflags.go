@@ -15,7 +15,6 @@ const (
 	catEmbedded = "Embedded NATS server"
 	catStream   = "JetStream stream and retention"
 	catLogging  = "Logging"
-	catDebug    = "Debugging"
 )
 
 // ServeFlags returns the flags of `sserelay serve`, bound to a new default
@@ -84,7 +83,5 @@ func serveFlags(cfg *serveConfig) []cli.Flag {
 
 		stringVar(&cfg.Log.Format, catLogging, "log-format", "text (colored on a terminal) or json"),
 		stringVar(&cfg.Log.Level, catLogging, "log-level", "debug, info, warn or error"),
-
-		stringVar(&cfg.DebugListen, catDebug, "debug-listen", "address for Go's pprof profiles (/debug/pprof/), e.g. 127.0.0.1:6060; empty: off"),
-	}, leafFlags(&cfg.Leaf)...)
+	}, append(leafFlags(&cfg.Leaf), metricsFlags(&cfg.Metrics)...)...)
 }

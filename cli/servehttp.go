@@ -6,18 +6,16 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/http/pprof"
 	"time"
 )
 
-// httpServer is the public HTTP server and the optional pprof server.
+// httpServer is the public HTTP server.
 type httpServer struct {
 	hs       *http.Server
 	serveErr chan error // Serve's error, if it stops by itself
-	debug    *http.Server
 }
 
-// startHTTP listens and serves h (and pprof with --debug-listen).
+// startHTTP listens and serves h.
 func startHTTP(cfg *serveConfig, h http.Handler, log *slog.Logger) (*httpServer, error) {
 	ln, err := net.Listen("tcp", cfg.HTTP.Listen)
 	if err != nil {
@@ -49,12 +47,6 @@ func startHTTP(cfg *serveConfig, h http.Handler, log *slog.Logger) (*httpServer,
 			s.hs.Protocols.SetHTTP2(true)
 		}
 	}
-	if cfg.DebugListen != "" {
-		if s.debug, err = startDebug(cfg.DebugListen, log); err != nil {
-			_ = ln.Close()
-			return nil, err
-		}
-	}
 	scheme := "http"
 	if s.hs.TLSConfig != nil {
 		scheme = "https"
@@ -74,28 +66,4 @@ func (s *httpServer) shutdown(ctx context.Context) error {
 		return fmt.Errorf("http shutdown: %w", err)
 	}
 	return nil
-}
-
-func (s *httpServer) closeDebug() {
-	if s.debug != nil {
-		_ = s.debug.Close()
-	}
-}
-
-// startDebug serves pprof on its own listener, away from the public port.
-func startDebug(addr string, log *slog.Logger) (*http.Server, error) {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("debug listen: %w", err)
-	}
-	mux := http.NewServeMux()
-	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	go func() { _ = srv.Serve(ln) }() // ends when Close closes the listener
-	log.Info("pprof listening", "addr", ln.Addr().String())
-	return srv, nil
 }
