@@ -192,10 +192,12 @@ func (r *Relay) serveEvents(w http.ResponseWriter, req *http.Request) {
 	c, reg := r.hub.register(s)
 	switch reg {
 	case refusedDraining:
+		r.metrics.closed[closeDraining].Inc()
 		r.sendAway(w, "draining")
 		return
 	case refusedFull:
 		r.metrics.shed.Add(1)
+		r.metrics.closed[closeShed].Inc()
 		r.sendAway(w, "busy")
 		return
 	}

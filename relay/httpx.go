@@ -2,8 +2,6 @@ package relay
 
 import (
 	"encoding/json"
-	"errors"
-	"log/slog"
 	"net/http"
 	"slices"
 )
@@ -22,13 +20,6 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 // writeError writes {"error": msg} with status.
 func writeError(w http.ResponseWriter, status int, msg string) {
 	writeJSON(w, status, map[string]string{"error": msg})
-}
-
-func slogLevelFor(err error) slog.Level {
-	if errors.Is(err, errClientGone) || errors.Is(err, errDraining) || errors.Is(err, errTokenExpired) {
-		return slog.LevelDebug
-	}
-	return slog.LevelWarn
 }
 
 // cors answers preflights and sets the CORS headers for allowed origins.

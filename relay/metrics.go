@@ -60,7 +60,8 @@ type metrics struct {
 	// info, which keeps the lag true while the consumer delivers nothing.
 	streamLast atomic.Uint64
 
-	all []prometheus.Collector // registered by register
+	all    []prometheus.Collector              // registered by register
+	closed [numCloseReasons]prometheus.Counter // streams closed or sent away, by reason
 }
 
 func newMetrics() *metrics {
@@ -115,6 +116,10 @@ func newMetrics() *metrics {
 	m.resetGone, m.resetUnknown = resets.WithLabelValues(ResetHistoryGone), resets.WithLabelValues(ResetUnknownID)
 	m.replaced = vec("sserelay_consumer_replaced_total", "Replacements of the stream consumer, by reason: no-heartbeat, deleted, sequence-gap, reconnect, no-responders.", "reason",
 		recreateNoHeartbeat, recreateDeleted, recreateGap, recreateReconnect, recreateNoResponder)
+	closed := vec("sserelay_streams_closed_total", "Streams closed or sent away, by reason: client-gone, draining, token-expired, write-timeout, write-error, store-error, shutdown-abort, shed.", "reason")
+	for r := range numCloseReasons {
+		m.closed[r] = closed.WithLabelValues(r.String())
+	}
 	m.publishes = vec("sserelay_publish_requests_total", "POST /v1/publish requests, by HTTP status code.", "code", "200", "400", "401", "403", "413", "503")
 	return m
 }

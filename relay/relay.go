@@ -45,6 +45,7 @@ type Relay struct {
 
 	started   atomic.Bool
 	draining  atomic.Bool
+	aborted   atomic.Bool   // Shutdown closed the connections of the streams still open
 	drainCh   chan struct{} // closed when draining starts
 	drainOnce sync.Once
 	consumer  atomic.Pointer[liveConsumer] // set by Start
@@ -151,6 +152,7 @@ func (r *Relay) Shutdown(ctx context.Context) error {
 	case <-done:
 	case <-ctx.Done():
 		err = fmt.Errorf("relay: %d streams still open: %w", r.hub.openStreams(), ctx.Err())
+		r.aborted.Store(true)
 		r.hub.abortAll()
 		select {
 		case <-done:

@@ -38,7 +38,7 @@ func (s *session) catchUp(ctx context.Context, c uint64) error {
 			// id (the cursor will get there); another stream's id if not.
 			last, err := s.r.lastSeq(ctx)
 			if err != nil {
-				return err
+				return storeFailed(err)
 			}
 			if from > last {
 				return s.reset(c, ResetUnknownID)
@@ -52,20 +52,22 @@ func (s *session) catchUp(ctx context.Context, c uint64) error {
 	}
 	defer func() { <-s.r.replaySlots }()
 	n := 0
+	var werr error // a failed write to the client, told apart from the store's errors
 	st, err := s.r.replay(ctx, s.filter(), from, c, 0, func(ev storedEvent) error {
 		s.scratch = sse.AppendEvent(s.scratch[:0], ev.seq, ev.event, ev.data)
-		if err := s.write(s.scratch); err != nil {
-			return err
+		if werr = s.write(s.scratch); werr != nil {
+			return werr
 		}
 		s.lastSent = ev.seq
 		n++
 		if n%64 == 0 {
 			select {
 			case <-s.r.drainCh:
-				return errDraining // the client resumes from lastSent elsewhere
+				return closeDraining // the client resumes from lastSent elsewhere
 			default:
 			}
-			return s.flush()
+			werr = s.flush()
+			return werr
 		}
 		return nil
 	})
@@ -75,11 +77,14 @@ func (s *session) catchUp(ctx context.Context, c uint64) error {
 	if errors.Is(err, errHistoryGone) {
 		return s.reset(c, ResetHistoryGone)
 	}
-	if errors.Is(err, errDraining) {
+	switch {
+	case err == nil:
+	case errors.Is(err, closeDraining), werr != nil:
 		return err
-	}
-	if err != nil {
-		return fmt.Errorf("replay (%d, %d]: %w", from, c, err)
+	case ctx.Err() != nil:
+		return closeClientGone // the read ended because the client left
+	default:
+		return storeFailed(fmt.Errorf("replay (%d, %d]: %w", from, c, err))
 	}
 	s.lastSent = c
 	return s.flush()
@@ -101,9 +106,9 @@ func (s *session) takeReplaySlot(ctx context.Context) error {
 		case s.r.replaySlots <- struct{}{}:
 			return nil
 		case <-ctx.Done():
-			return errClientGone
+			return closeClientGone
 		case <-s.r.drainCh:
-			return errDraining
+			return closeDraining
 		case <-tick.C:
 			if err := s.keepalive(); err != nil {
 				return err

@@ -12,13 +12,6 @@ import (
 	"github.com/sserelay/sserelay/relay/sse"
 )
 
-// Why a stream ended; used in logs.
-var (
-	errClientGone   = errors.New("client went away")
-	errDraining     = errors.New("relay draining")
-	errTokenExpired = errors.New("token expired")
-)
-
 // A session is one open SSE stream.
 type session struct {
 	r      *Relay
@@ -143,7 +136,7 @@ func (s *session) writeFrames(frames []*frame) error {
 // none) and c the cursor at registration.
 func (s *session) run(ctx context.Context, hasID bool, lastID, c uint64, expires time.Time) error {
 	err := s.stream(ctx, hasID, lastID, c, expires)
-	if errors.Is(err, errDraining) {
+	if errors.Is(err, closeDraining) {
 		// Whatever it was doing: a last hint with jitter so that the clients
 		// of this instance do not all come back in the same millisecond.
 		if werr := s.write(appendRetry(nil, s.r.retryHint())); werr == nil {
@@ -174,7 +167,7 @@ func (s *session) stream(ctx context.Context, hasID bool, lastID, c uint64, expi
 		defer t.Stop()
 	}
 	if s.r.draining.Load() {
-		return errDraining // drain began between the request's check and registration
+		return closeDraining // drain began while the session registered
 	}
 	for {
 		s.wmu.Unlock()
@@ -217,15 +210,15 @@ func (s *session) stream(ctx context.Context, hasID bool, lastID, c uint64, expi
 		default:
 			switch {
 			case ctx.Err() != nil:
-				return errClientGone
+				return closeClientGone
 			case s.r.draining.Load():
-				return errDraining
+				return closeDraining
 			case s.expired.Load():
 				b := sse.AppendMessage(nil, EventTokenExpired, []byte(`{"reason":"token expired"}`))
 				if err := s.write(b); err == nil {
 					_ = s.flush()
 				}
-				return errTokenExpired
+				return closeTokenExpired
 			}
 			if s.keepaliveDue.Swap(false) {
 				if err := s.keepalive(); err != nil {
@@ -282,8 +275,11 @@ func resetFrame(seq uint64, reason string) *frame {
 func (s *session) finish(err error, start time.Time) {
 	r := s.r
 	r.hub.unregister(s)
-	if err == nil {
-		err = errClientGone
+	reason := reasonOf(err, r.aborted.Load())
+	r.metrics.closed[reason].Inc()
+	args := []any{"conn", s.connID, "user", s.user, "reason", reason.String(), "last_sent", s.lastSent, "duration", time.Since(start).Round(time.Millisecond)}
+	if err != nil && err != error(reason) {
+		args = append(args, "err", err)
 	}
-	r.log.Log(context.Background(), slogLevelFor(err), "stream closed", "conn", s.connID, "user", s.user, "reason", err.Error(), "last_sent", s.lastSent, "duration", time.Since(start).Round(time.Millisecond))
+	r.log.Log(context.Background(), reason.level(), "stream closed", args...)
 }
