@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -10,6 +11,35 @@ import (
 	"syscall"
 	"time"
 )
+
+// responseHead returns the head of a response we write ourselves on a
+// taken-over connection, followed by first. The body ends when the
+// connection closes, so no chunked encoding is needed.
+func responseHead(h http.Header, first []byte) []byte {
+	var head bytes.Buffer
+	head.WriteString("HTTP/1.1 200 OK\r\n")
+	_ = h.Write(&head)
+	head.WriteString("Connection: close\r\n\r\n")
+	head.Write(first)
+	return head.Bytes()
+}
+
+// serveHTTP streams inside net/http: HTTP/2, or hijacking is off.
+func (s *session) serveHTTP(ctx context.Context, w http.ResponseWriter, rc *http.ResponseController, first []byte, sr *streamRequest, c uint64, start time.Time) {
+	// The server may have a WriteTimeout for other endpoints; a stream
+	// uses a deadline per write instead.
+	_ = rc.SetWriteDeadline(time.Time{})
+	s.out = &httpSink{w: w, rc: rc, timeout: s.r.cfg.WriteTimeout}
+	w.WriteHeader(http.StatusOK)
+	err := s.write(first)
+	if err == nil {
+		err = s.flush()
+	}
+	if err == nil {
+		err = s.run(ctx, sr.hasID, sr.lastID, c, sr.expires)
+	}
+	s.finish(err, start)
+}
 
 // serveConn streams to a connection taken over from net/http, after the
 // response head and first event in first.

@@ -1,7 +1,6 @@
 package relay
 
 import (
-	"bytes"
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
@@ -175,6 +174,8 @@ func appendRetry(dst []byte, ms int64) []byte {
 	return append(dst, '\n')
 }
 
+// serveEvents answers GET /v1/events: it opens a stream (or, with poll=1,
+// answers one page of JSON).
 func (r *Relay) serveEvents(w http.ResponseWriter, req *http.Request) {
 	sr, status, msg := r.parseStreamRequest(req)
 	if sr == nil {
@@ -206,42 +207,27 @@ func (r *Relay) serveEvents(w http.ResponseWriter, req *http.Request) {
 
 	setStreamHeaders(w)
 	w.Header().Set("X-Connection-Id", sr.connID)
-	hello, _ := json.Marshal(map[string]string{"connection_id": sr.connID, "user": s.user, "app_id": s.app})
-	b := appendRetry(nil, r.cfg.Retry.Milliseconds()) // a field of the connected event's block
-	if sr.hasID {
-		b = sse.AppendMessage(b, EventConnected, hello)
-	} else {
-		b = sse.AppendEvent(b, c, EventConnected, hello) // a client that gets nothing else still resumes from here
-	}
-
+	first := r.connected(sr, c)
 	rc := http.NewResponseController(w)
 	if !r.cfg.NoHijack && req.ProtoMajor == 1 {
 		if conn, _, err := rc.Hijack(); err == nil {
-			// We write the response head ourselves; the body ends when the
-			// connection closes, so no chunked encoding is needed.
-			var head bytes.Buffer
-			head.WriteString("HTTP/1.1 200 OK\r\n")
-			_ = w.Header().Write(&head)
-			head.WriteString("Connection: close\r\n\r\n")
-			head.Write(b)
 			// The stream outlives this handler: net/http's goroutine,
 			// buffers and request state are released when it returns.
-			go s.serveConn(conn, head.Bytes(), sr, c, start)
+			go s.serveConn(conn, responseHead(w.Header(), first), sr, c, start)
 			return
 		}
 	}
-	// HTTP/2, or hijacking is off: stream inside net/http.
-	// The server may have a WriteTimeout for other endpoints; a stream
-	// uses a deadline per write instead.
-	_ = rc.SetWriteDeadline(time.Time{})
-	s.out = &httpSink{w: w, rc: rc, timeout: r.cfg.WriteTimeout}
-	w.WriteHeader(http.StatusOK)
-	err := s.write(b)
-	if err == nil {
-		err = s.flush()
+	s.serveHTTP(req.Context(), w, rc, first, sr, c, start)
+}
+
+// connected returns the first bytes of a stream: the retry hint and the
+// connected event, which carries id c when the client sent no id, so that a
+// client that gets nothing else still resumes from there.
+func (r *Relay) connected(sr *streamRequest, c uint64) []byte {
+	hello, _ := json.Marshal(map[string]string{"connection_id": sr.connID, "user": sr.claims.Subject, "app_id": sr.app})
+	b := appendRetry(nil, r.cfg.Retry.Milliseconds()) // a field of the connected event's block
+	if sr.hasID {
+		return sse.AppendMessage(b, EventConnected, hello)
 	}
-	if err == nil {
-		err = s.run(req.Context(), sr.hasID, sr.lastID, c, sr.expires)
-	}
-	s.finish(err, start)
+	return sse.AppendEvent(b, c, EventConnected, hello)
 }

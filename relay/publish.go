@@ -76,22 +76,21 @@ func (p *PublishRequest) payload() ([]byte, error) {
 	return b.Bytes(), nil
 }
 
-func (r *Relay) servePublish(w http.ResponseWriter, req *http.Request) {
+// parsePublish authenticates and validates a publish request and returns
+// the message to store. On failure it returns the status and message to send.
+func (r *Relay) parsePublish(w http.ResponseWriter, req *http.Request) (*nats.Msg, int, string) {
 	// Header only: a token in a URL or a cookie would let a third-party page
 	// publish as the user (CSRF); the stream accepts them only for EventSource.
 	tok, ok := auth.TokenFromRequest(req, false, false)
 	if !ok {
-		writeError(w, http.StatusUnauthorized, "missing token: publishing needs Authorization: Bearer")
-		return
+		return nil, http.StatusUnauthorized, "missing token: publishing needs Authorization: Bearer"
 	}
 	claims, err := r.cfg.Verifier.Verify(tok)
 	if err != nil {
-		writeError(w, http.StatusUnauthorized, err.Error())
-		return
+		return nil, http.StatusUnauthorized, err.Error()
 	}
 	if ct := req.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(ct, "application/json") {
-		writeError(w, http.StatusUnsupportedMediaType, "content type must be application/json")
-		return
+		return nil, http.StatusUnsupportedMediaType, "content type must be application/json"
 	}
 	body := http.MaxBytesReader(w, req.Body, r.cfg.MaxPublishBytes)
 	dec := json.NewDecoder(body)
@@ -100,31 +99,25 @@ func (r *Relay) servePublish(w http.ResponseWriter, req *http.Request) {
 	if err := dec.Decode(&p); err != nil {
 		var tooLarge *http.MaxBytesError
 		if errors.As(err, &tooLarge) {
-			writeError(w, http.StatusRequestEntityTooLarge, "body larger than "+strconv.FormatInt(r.cfg.MaxPublishBytes, 10)+" bytes")
-			return
+			return nil, http.StatusRequestEntityTooLarge, "body larger than " + strconv.FormatInt(r.cfg.MaxPublishBytes, 10) + " bytes"
 		}
-		writeError(w, http.StatusBadRequest, "body must be one JSON object of the publish fields: "+err.Error())
-		return
+		return nil, http.StatusBadRequest, "body must be one JSON object of the publish fields: " + err.Error()
 	}
 	if dec.More() {
-		writeError(w, http.StatusBadRequest, "body must be one JSON object")
-		return
+		return nil, http.StatusBadRequest, "body must be one JSON object"
 	}
 	if p.ConnectionID == "" {
 		p.ConnectionID = req.Header.Get(HeaderConnectionID)
 	}
 	if err := p.Validate(); err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
-		return
+		return nil, http.StatusBadRequest, err.Error()
 	}
 	if !claims.AllowsPublish(p.AppID) {
-		writeError(w, http.StatusForbidden, "token does not grant publishing to app "+strconv.Quote(p.AppID))
-		return
+		return nil, http.StatusForbidden, "token does not grant publishing to app " + strconv.Quote(p.AppID)
 	}
 	data, err := p.payload()
 	if err != nil {
-		writeError(w, http.StatusBadRequest, "data: "+err.Error())
-		return
+		return nil, http.StatusBadRequest, "data: " + err.Error()
 	}
 	msg := nats.NewMsg(subject.Join(r.cfg.SubjectPrefix, p.AppID, p.Feed, p.Topic))
 	msg.Data = data
@@ -137,6 +130,17 @@ func (r *Relay) servePublish(w http.ResponseWriter, req *http.Request) {
 	}
 	if p.ID != "" {
 		msg.Header.Set(HeaderMsgID, p.ID)
+	}
+	return msg, 0, ""
+}
+
+// servePublish answers POST /v1/publish: it stores one event and returns
+// its stream sequence.
+func (r *Relay) servePublish(w http.ResponseWriter, req *http.Request) {
+	msg, status, errMsg := r.parsePublish(w, req)
+	if msg == nil {
+		writeError(w, status, errMsg)
+		return
 	}
 	if !r.cfg.Conn.IsConnected() {
 		r.metrics.pubErrors.Add(1)

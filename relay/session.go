@@ -178,54 +178,14 @@ func (s *session) stream(ctx context.Context, hasID bool, lastID, c uint64, expi
 		case <-s.ctl:
 		}
 		s.wmu.Lock()
-		if len(s.partial) > 0 {
-			err := s.write(s.partial)
-			s.partial = nil
-			if err == nil {
-				err = s.flush()
-			}
-			if err != nil {
-				return err
-			}
+		err := s.writePartial()
+		if err == nil && event {
+			err = s.writeQueued(ctx)
+		} else if err == nil {
+			err = s.control(ctx, keepalive, tick)
 		}
-		switch {
-		case event:
-			frames, overflow := s.take()
-			if overflow {
-				s.r.metrics.overflows.Add(1)
-				if err := s.catchUp(ctx, s.r.hub.restart(s)); err != nil {
-					return err
-				}
-				continue
-			}
-			err := s.writeFrames(frames)
-			clear(frames)
-			s.spare = nil
-			if cap(frames) <= 64 { // a burst's large queue is not kept by an idle stream
-				s.spare = frames[:0]
-			}
-			if err != nil {
-				return err
-			}
-		default:
-			switch {
-			case ctx.Err() != nil:
-				return closeClientGone
-			case s.r.draining.Load():
-				return closeDraining
-			case s.expired.Load():
-				b := sse.AppendMessage(nil, EventTokenExpired, []byte(`{"reason":"token expired"}`))
-				if err := s.write(b); err == nil {
-					_ = s.flush()
-				}
-				return closeTokenExpired
-			}
-			if s.keepaliveDue.Swap(false) {
-				if err := s.keepalive(); err != nil {
-					return err
-				}
-				keepalive.Reset(tick)
-			}
+		if err != nil {
+			return err
 		}
 	}
 }
@@ -250,6 +210,62 @@ func (s *session) keepalive() error {
 		return err
 	}
 	return s.flush()
+}
+
+// writePartial writes what the dispatcher's last direct write left over.
+func (s *session) writePartial() error {
+	if len(s.partial) == 0 {
+		return nil
+	}
+	err := s.write(s.partial)
+	s.partial = nil
+	if err == nil {
+		err = s.flush()
+	}
+	return err
+}
+
+// writeQueued writes the queued events, or catches up from the store when
+// the queue overflowed.
+func (s *session) writeQueued(ctx context.Context) error {
+	frames, overflow := s.take()
+	if overflow {
+		s.r.metrics.overflows.Add(1)
+		return s.catchUp(ctx, s.r.hub.restart(s))
+	}
+	err := s.writeFrames(frames)
+	clear(frames)
+	s.spare = nil
+	if cap(frames) <= 64 { // a burst's large queue is not kept by an idle stream
+		s.spare = frames[:0]
+	}
+	return err
+}
+
+// control acts on a signal that is not an event: it ends the stream (client
+// gone, drain, token expiry) or handles a keepalive tick, rearming keepalive
+// for tick.
+func (s *session) control(ctx context.Context, keepalive *time.Timer, tick time.Duration) error {
+	switch {
+	case ctx.Err() != nil:
+		return closeClientGone
+	case s.r.draining.Load():
+		return closeDraining
+	case s.expired.Load():
+		b := sse.AppendMessage(nil, EventTokenExpired, []byte(`{"reason":"token expired"}`))
+		if err := s.write(b); err == nil {
+			_ = s.flush()
+		}
+		return closeTokenExpired
+	}
+	if !s.keepaliveDue.Swap(false) {
+		return nil
+	}
+	if err := s.keepalive(); err != nil {
+		return err
+	}
+	keepalive.Reset(tick)
+	return nil
 }
 
 // signal wakes the writer for something other than an event.
