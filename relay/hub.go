@@ -20,16 +20,17 @@ import (
 // Lock order. A goroutine that holds a lock may take the locks to its right,
 // never one to its left:
 //
-//		session.wmu -> hub.mu -> session.mu
+//	session.wmu -> hub.mu -> session.mu
 //
-//	  - session.wmu is held by the session's goroutine while it writes; it takes
-//	    hub.mu in restart, which takes session.mu to empty the queue.
-//	  - hub.mu is held by deliver, register, unregister, restart, drain and
-//	    abortAll; under it they take session.mu (enqueue, idle, restart,
-//	    abortAll).
-//	  - The dispatcher, holding hub.mu, wants the wmu of an idle session to
-//	    write to it directly: against the order, so only with TryLock, which
-//	    never waits. It writes after releasing hub.mu, still holding wmu.
+// Who takes which:
+//   - session.wmu is held by the session's goroutine while it writes; it takes
+//     hub.mu in restart, which takes session.mu to empty the queue.
+//   - hub.mu is held by deliver, register, unregister, restart, drain and
+//     abortAll; under it they take session.mu (enqueue, idle, restart,
+//     abortAll).
+//   - The dispatcher, holding hub.mu, wants the wmu of an idle session to
+//     write to it directly: against the order, so only with TryLock, which
+//     never waits. It writes after releasing hub.mu, still holding wmu.
 //
 // The ring and the cursor are guarded by hub.mu too.
 type hub struct {
