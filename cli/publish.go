@@ -38,7 +38,7 @@ func publishCommand() *cli.Command {
 			&cli.StringFlag{Name: "topic", Usage: "topic (tokens joined by '.')", Destination: &p.Topic},
 			&cli.StringFlag{Name: "event", Usage: "SSE event name (Sse-Event header)", Destination: &p.Event},
 			&cli.StringFlag{Name: "connection-id", Usage: "connection that must not receive the event (X-Connection-Id header)", Destination: &p.ConnectionID},
-			&cli.StringFlag{Name: "id", Usage: "de-duplication id (Nats-Msg-Id header)", Destination: &p.ID},
+			&cli.StringFlag{Name: "id", Usage: "de-duplication id, stored as the Nats-Msg-Id header as given: JetStream compares it across the whole stream, so scope it (e.g. <app>.<feed>.<service>.<id>)", Destination: &p.ID},
 			&cli.DurationFlag{Name: "timeout", Value: cfg.Timeout, Usage: "wait this long for the acknowledgement", Destination: &cfg.Timeout},
 		},
 		Action: func(c *cli.Context) error { return publish(c, cfg) },

@@ -16,6 +16,17 @@ const (
 	HeaderConnectionUser = "X-Connection-User"
 )
 
+// PublishMsgID is the Nats-Msg-Id that POST /v1/publish stores for the id a
+// publisher gave: "<app>.<feed>.<publisher>.<id>". JetStream de-duplicates
+// over the whole stream, so an unscoped id would let one publisher's id
+// swallow another's event (and answer with the other's seq). Scoped, only
+// the same publisher's retry into the same feed of the same app is a
+// duplicate. App, feed and publisher (the token's sub) are subject tokens,
+// which never contain '.', so two different scopes never meet.
+func PublishMsgID(app, feed, publisher, id string) string {
+	return app + "." + feed + "." + publisher + "." + id
+}
+
 // excludes reports whether an event published by connection msgConn of
 // msgUser ("" = not said) must skip a session of user with connection conn.
 func excludes(msgConn, msgUser, conn, user string) bool {

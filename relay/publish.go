@@ -129,7 +129,7 @@ func (r *Relay) parsePublish(w http.ResponseWriter, req *http.Request) (*nats.Ms
 		msg.Header.Set(HeaderConnectionUser, claims.Subject)
 	}
 	if p.ID != "" {
-		msg.Header.Set(HeaderMsgID, p.ID)
+		msg.Header.Set(HeaderMsgID, PublishMsgID(p.AppID, p.Feed, claims.Subject, p.ID))
 	}
 	return msg, 0, ""
 }

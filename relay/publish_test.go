@@ -142,8 +142,8 @@ func TestPublishDuplicateID(t *testing.T) {
 	s.Connected(t)
 	body := `{"app_id":"demo","feed":"alice","data":"once","id":"order-17"}`
 	first := epSeq(t, e.epPost(t, pub, body))
-	if m := e.epStored(t, first); m.Header.Get(HeaderMsgID) != "order-17" {
-		t.Fatalf("stored header %v, want Nats-Msg-Id order-17", m.Header)
+	if m := e.epStored(t, first); m.Header.Get(HeaderMsgID) != "demo.alice.backend.order-17" {
+		t.Fatalf("stored header %v, want Nats-Msg-Id demo.alice.backend.order-17", m.Header)
 	}
 	if again := epSeq(t, e.epPost(t, pub, body)); again != first {
 		t.Fatalf("duplicate id got seq %d, want the original %d", again, first)
@@ -357,4 +357,39 @@ func TestPublishNATSDown(t *testing.T) {
 	epWantError(t, epDo(t, http.MethodGet, e.url+"/readyz", nil, ""), http.StatusServiceUnavailable, "not ready: NATS not connected")
 	// Bad input is still a 400, not a 503.
 	epWantError(t, e.epPost(t, tok, `{"app_id":"demo","feed":"alice"}`), http.StatusBadRequest, "data is required")
+}
+
+// TestPublishIDScopedToPublisher: the dedup id of POST /v1/publish counts for
+// one publisher in one feed of one app, not for the whole stream: another
+// user's (or another app's, or another feed's) publish with the same id is
+// stored and delivered, while the same publisher's retry is a duplicate.
+func TestPublishIDScopedToPublisher(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	alice := token(t, "alice", epPublishTo("app1", "app2"), epFeeds("team"))
+	bob := token(t, "bob", epPublishTo("app2"))
+	sa := e.open("app_id=app1", bearer(alice))
+	sa.Connected(t)
+	sb := e.open("app_id=app2", bearer(bob))
+	sb.Connected(t)
+
+	first := epSeq(t, e.epPost(t, alice, `{"app_id":"app1","feed":"alice","data":"alice's","id":"order-42"}`))
+	if again := epSeq(t, e.epPost(t, alice, `{"app_id":"app1","feed":"alice","data":"retry","id":"order-42"}`)); again != first {
+		t.Fatalf("alice's retry got seq %d, want the original %d", again, first)
+	}
+	bobs := epSeq(t, e.epPost(t, bob, `{"app_id":"app2","feed":"bob","data":"bob's","id":"order-42"}`))
+	if bobs == first {
+		t.Fatalf("bob's publish in app2 got alice's seq %d", first)
+	}
+	if m := e.epStored(t, bobs); string(m.Data) != "bob's" || m.Subject != "sse.app2.bob" {
+		t.Fatalf("bob's event stored as %s %q", m.Subject, m.Data)
+	}
+	// The same publisher in another app, or in another feed of the same app, is not a retry either.
+	otherApp := epSeq(t, e.epPost(t, alice, `{"app_id":"app2","feed":"alice","data":"other app","id":"order-42"}`))
+	otherFeed := epSeq(t, e.epPost(t, alice, `{"app_id":"app1","feed":"team","data":"other feed","id":"order-42"}`))
+	if len(map[uint64]bool{first: true, bobs: true, otherApp: true, otherFeed: true}) != 4 {
+		t.Fatalf("distinct publishers or feeds share a seq: %d %d %d %d", first, bobs, otherApp, otherFeed)
+	}
+	sa.ExpectIDs(t, first)
+	sb.ExpectIDs(t, bobs)
 }
