@@ -47,9 +47,13 @@ func TestExclusionSurvivesReconnect(t *testing.T) {
 	pub := func(i int) {
 		own := i%3 == 1
 		var seq uint64
-		if own {
+		switch {
+		case own && i%2 == 0:
+			// As POST /v1/publish sends it: the publisher's user too.
+			seq = e.publish("sse.demo.alice", "own "+strconv.Itoa(i), HeaderConnectionID, id, HeaderConnectionUser, "alice")
+		case own:
 			seq = e.publish("sse.demo.alice", "own "+strconv.Itoa(i), HeaderConnectionID, id)
-		} else {
+		default:
 			seq = e.publish("sse.demo.alice", "other "+strconv.Itoa(i))
 		}
 		if i%5 == 0 {

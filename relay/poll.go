@@ -29,7 +29,7 @@ func (r *Relay) servePoll(w http.ResponseWriter, req *http.Request, sr *streamRe
 		LastEventID string      `json:"last_event_id"`
 		Reset       string      `json:"reset,omitempty"`
 	}{Events: []pollEvent{}}
-	s := newSession(r, sr.connID, "", sr.app, sr.feeds, sr.topics) // for its filter only: never registered
+	s := newSession(r, sr.connID, sr.claims.Subject, sr.app, sr.feeds, sr.topics) // for its filter only: never registered
 	c := r.Cursor()
 	last := c
 	switch {
