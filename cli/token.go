@@ -2,12 +2,14 @@ package cli
 
 import (
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/urfave/cli/v2"
 
 	"github.com/sserelay/sserelay/relay/auth"
+	"github.com/sserelay/sserelay/relay/subject"
 )
 
 // tokenFlags is what `sserelay token` is configured with.
@@ -27,12 +29,17 @@ func tokenCommand() *cli.Command {
 			&cli.StringFlag{Name: "sub", Required: true, Usage: "the user: their own feed", Destination: &f.Sub},
 			&cli.StringSliceFlag{Name: "app", Usage: "app id the token may use (repeatable; none = any)", Destination: &f.Apps},
 			&cli.StringSliceFlag{Name: "feed", Usage: "extra feed the token may read (repeatable)", Destination: &f.Feeds},
-			&cli.StringSliceFlag{Name: "publish", Usage: "app id the token may publish to over HTTP, * for all (repeatable)", Destination: &f.Publish},
+			&cli.StringSliceFlag{Name: "publish", Usage: "publish grant over HTTP (repeatable): APP or * (all apps) for the feeds the token may read, APP:* or *:* for any feed (backend services)", Destination: &f.Publish},
 			&cli.DurationFlag{Name: "ttl", Value: f.TTL, Usage: "lifetime; 0 for a token without exp", Destination: &f.TTL},
 			&cli.StringFlag{Name: "iss", Usage: "issuer claim", Destination: &f.Iss},
 			&cli.StringFlag{Name: "aud", Usage: "audience claim", Destination: &f.Aud},
 		},
 		Action: func(c *cli.Context) error {
+			for _, g := range f.Publish.Value() {
+				if err := checkPublishGrant(g); err != nil {
+					return cli.Exit("--publish: "+err.Error(), 2)
+				}
+			}
 			now := time.Now()
 			claims := auth.Claims{
 				RegisteredClaims: jwt.RegisteredClaims{Subject: f.Sub, IssuedAt: jwt.NewNumericDate(now), Issuer: f.Iss},
@@ -54,4 +61,14 @@ func tokenCommand() *cli.Command {
 			return err
 		},
 	}
+}
+
+// checkPublishGrant refuses a --publish value that is none of the claim's shapes, which would
+// mint a token that grants nothing anyone meant.
+func checkPublishGrant(g string) error {
+	app, _ := strings.CutSuffix(g, auth.AnyFeed)
+	if app == "*" || subject.ValidToken(app) {
+		return nil
+	}
+	return fmt.Errorf("%q is not APP, APP:*, * or *:* (an app id is one subject token)", g)
 }

@@ -112,8 +112,11 @@ func (r *Relay) parsePublish(w http.ResponseWriter, req *http.Request) (*nats.Ms
 	if err := p.Validate(); err != nil {
 		return nil, http.StatusBadRequest, err.Error()
 	}
-	if !claims.AllowsPublish(p.AppID) {
+	if !claims.AllowsPublishApp(p.AppID) {
 		return nil, http.StatusForbidden, "token does not grant publishing to app " + strconv.Quote(p.AppID)
+	}
+	if !claims.AllowsPublish(p.AppID, p.Feed) {
+		return nil, http.StatusForbidden, "token does not grant publishing to feed " + strconv.Quote(p.Feed) + " of app " + strconv.Quote(p.AppID)
 	}
 	data, err := p.payload()
 	if err != nil {

@@ -69,7 +69,7 @@ func (e *testEnv) epStored(t testing.TB, seq uint64) *jetstream.RawStreamMsg {
 func TestPublishReachesStream(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	pub := token(t, "backend", epPublishTo("demo"))
+	pub := token(t, "backend", epPublishTo("demo:*"))
 	s := e.open("app_id=demo", bearer(token(t, "alice")))
 	s.Connected(t)
 	topic := e.open("app_id=demo&topic=orders", bearer(token(t, "alice")))
@@ -105,7 +105,7 @@ func TestPublishReachesStream(t *testing.T) {
 func TestPublishDataEncoding(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	pub := token(t, "backend", epPublishTo("demo"))
+	pub := token(t, "backend", epPublishTo("demo:*"))
 	s := e.open("app_id=demo", bearer(token(t, "alice")))
 	s.Connected(t)
 	tests := []struct {
@@ -137,7 +137,7 @@ func TestPublishDataEncoding(t *testing.T) {
 func TestPublishDuplicateID(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	pub := token(t, "backend", epPublishTo("demo"))
+	pub := token(t, "backend", epPublishTo("demo:*"))
 	s := e.open("app_id=demo", bearer(token(t, "alice")))
 	s.Connected(t)
 	body := `{"app_id":"demo","feed":"alice","data":"once","id":"order-17"}`
@@ -274,7 +274,7 @@ func TestPublishBadRequest(t *testing.T) {
 func TestPublishUnauthorized(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	tok := token(t, "backend", epPublishTo("*"))
+	tok := token(t, "backend", epPublishTo("*:*"))
 	body := `{"app_id":"demo","feed":"alice","data":"x"}`
 	const missing = "missing token: publishing needs Authorization: Bearer"
 	epWantError(t, e.epPost(t, "", body), http.StatusUnauthorized, missing)
@@ -286,8 +286,8 @@ func TestPublishUnauthorized(t *testing.T) {
 	epWantError(t, epDo(t, http.MethodPost, e.url+"/v1/publish", http.Header{"Content-Type": {"application/json"}, "Authorization": {"Basic " + tok}}, body),
 		http.StatusUnauthorized, missing)
 	epWantError(t, e.epPost(t, epUnsigned("backend"), body), http.StatusUnauthorized, "token algorithm not allowed")
-	epWantError(t, e.epPost(t, token(t, "backend", epPublishTo("*"), epExpires(time.Now().Add(-time.Minute))), body), http.StatusUnauthorized, "token expired")
-	other, err := auth.Sign([]byte("another-secret-0123456789abcdef"), auth.Claims{RegisteredClaims: jwt.RegisteredClaims{Subject: "backend"}, Publish: []string{"*"}})
+	epWantError(t, e.epPost(t, token(t, "backend", epPublishTo("*:*"), epExpires(time.Now().Add(-time.Minute))), body), http.StatusUnauthorized, "token expired")
+	other, err := auth.Sign([]byte("another-secret-0123456789abcdef"), auth.Claims{RegisteredClaims: jwt.RegisteredClaims{Subject: "backend"}, Publish: []string{"*:*"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -325,7 +325,7 @@ func TestPublishForbidden(t *testing.T) {
 func TestPublishTooLarge(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, withConfig(func(c *Config) { c.MaxPublishBytes = 200 }))
-	tok := token(t, "backend", epPublishTo("demo"))
+	tok := token(t, "backend", epPublishTo("demo:*"))
 	mk := func(n int) string {
 		b := `{"app_id":"demo","feed":"alice","data":"` + strings.Repeat("x", n) + `"}`
 		return b
@@ -345,7 +345,7 @@ func TestPublishTooLarge(t *testing.T) {
 func TestPublishNATSDown(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	tok := token(t, "backend", epPublishTo("demo"))
+	tok := token(t, "backend", epPublishTo("demo:*"))
 	body := `{"app_id":"demo","feed":"alice","data":"x","id":"retry-me"}`
 	epSeq(t, e.epPost(t, tok, `{"app_id":"demo","feed":"alice","data":"before"}`))
 	e.ns.Shutdown() // the harness cleanup calls it again: that is safe
@@ -392,4 +392,37 @@ func TestPublishIDScopedToPublisher(t *testing.T) {
 	}
 	sa.ExpectIDs(t, first)
 	sb.ExpectIDs(t, bobs)
+}
+
+// TestPublishFeedGrant: a publish grant covers the feeds the token may read
+// (its sub and its feeds claim) unless it says "<app>:*" (or "*:*") for any
+// feed of the app: a browser token with publish demo must not write into
+// bob's private feed.
+func TestPublishFeedGrant(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	body := func(app, feed string) string { return `{"app_id":"` + app + `","feed":"` + feed + `","data":"x"}` }
+	forbidden := func(app, feed string) string {
+		return `token does not grant publishing to feed "` + feed + `" of app "` + app + `"`
+	}
+	browser := token(t, "alice", epPublishTo("demo"), epFeeds("team"))
+	epWantError(t, e.epPost(t, browser, body("demo", "bob")), http.StatusForbidden, forbidden("demo", "bob"))
+	epWantError(t, e.epPost(t, browser, body("demo", "_all")), http.StatusForbidden, forbidden("demo", "_all"))
+	allApps := token(t, "alice", epPublishTo("*"))
+	epWantError(t, e.epPost(t, allApps, body("other", "bob")), http.StatusForbidden, forbidden("other", "bob"))
+	// Any feed of one app is not any feed of another.
+	service := token(t, "backend", epPublishTo("demo:*"))
+	epWantError(t, e.epPost(t, service, body("other", "bob")), http.StatusForbidden, `token does not grant publishing to app "other"`)
+	if got := e.epMetric("sserelay_cursor"); got != 0 {
+		t.Fatalf("refused publishes reached the stream: cursor %v", got)
+	}
+
+	epSeq(t, e.epPost(t, browser, body("demo", "alice")))
+	epSeq(t, e.epPost(t, browser, body("demo", "team")))
+	epSeq(t, e.epPost(t, allApps, body("other", "alice")))
+	for _, feed := range []string{"bob", "_all", "backend"} {
+		epSeq(t, e.epPost(t, service, body("demo", feed)))
+	}
+	everything := token(t, "backend", epPublishTo("*:*"))
+	epSeq(t, e.epPost(t, everything, body("other", "bob")))
 }

@@ -470,7 +470,7 @@ func TestClaims(t *testing.T) {
 		if c.Apps != nil || !c.AllowsApp("any-app") {
 			t.Errorf("absent apps: Apps = %#v, AllowsApp = false; want nil and any app allowed", c.Apps)
 		}
-		if c.AllowsPublish("app") {
+		if c.AllowsPublishApp("app") || c.AllowsPublish("app", "alice") {
 			t.Error("absent publish allows publishing")
 		}
 		if !c.AllowsFeed("alice") || c.AllowsFeed("bob") {
@@ -485,14 +485,41 @@ func TestClaims(t *testing.T) {
 		if !c.AllowsFeed("team") || !c.AllowsFeed("alice") || c.AllowsFeed("other") {
 			t.Errorf("feeds %q: AllowsFeed wrong", c.Feeds)
 		}
-		if !c.AllowsPublish("chat") || c.AllowsPublish("other") {
+		if !c.AllowsPublish("chat", "alice") || c.AllowsPublish("other", "alice") {
 			t.Errorf("publish %q: AllowsPublish wrong", c.Publish)
 		}
 	})
 	t.Run("list form and publish star", func(t *testing.T) {
 		c := verify(claims(set("apps", []string{"a", "b"}), set("feeds", []string{"t1", "t2"}), set("publish", []string{"*"})))
-		if !c.AllowsApp("b") || !c.AllowsFeed("t2") || !c.AllowsPublish("whatever") {
+		if !c.AllowsApp("b") || !c.AllowsFeed("t2") || !c.AllowsPublish("whatever", "t2") {
 			t.Errorf("claims %+v: a listed grant is refused", c)
+		}
+	})
+	t.Run("publish feeds", func(t *testing.T) {
+		tests := []struct {
+			publish   []string
+			app, feed string
+			want      bool
+		}{
+			{[]string{"chat"}, "chat", "alice", true},   // own feed
+			{[]string{"chat"}, "chat", "team", true},    // a feed it may read
+			{[]string{"chat"}, "chat", "bob", false},    // someone else's
+			{[]string{"chat"}, "other", "alice", false}, // another app
+			{[]string{"*"}, "other", "team", true},
+			{[]string{"*"}, "other", "bob", false},
+			{[]string{"chat:*"}, "chat", "bob", true},
+			{[]string{"chat:*"}, "other", "alice", false},
+			{[]string{"chat", "chat:*"}, "chat", "bob", true}, // the wider grant wins, whatever the order
+			{[]string{"*", "chat:*"}, "other", "bob", false},
+			{[]string{"*:*"}, "other", "bob", true},
+			{[]string{"*:*"}, "other", "a.b", false}, // never a wildcard
+			{[]string{"chat:x"}, "chat", "alice", false},
+		}
+		for _, tt := range tests {
+			c := verify(claims(set("feeds", "team"), set("publish", tt.publish)))
+			if got := c.AllowsPublish(tt.app, tt.feed); got != tt.want {
+				t.Errorf("publish %q: AllowsPublish(%q, %q) = %v, want %v", tt.publish, tt.app, tt.feed, got, tt.want)
+			}
 		}
 	})
 	t.Run("empty apps allows none", func(t *testing.T) {
@@ -503,7 +530,7 @@ func TestClaims(t *testing.T) {
 	t.Run("wildcards never match", func(t *testing.T) {
 		c := verify(claims(set("feeds", []string{"*", ">"}), set("publish", "*")))
 		for _, s := range []string{"*", ">", "a.b", "", "a b"} {
-			if c.AllowsApp(s) || c.AllowsFeed(s) || c.AllowsPublish(s) {
+			if c.AllowsApp(s) || c.AllowsFeed(s) || c.AllowsPublishApp(s) || c.AllowsPublish(s, "alice") || c.AllowsPublish("a", s) {
 				t.Errorf("%q is allowed", s)
 			}
 		}
@@ -524,7 +551,7 @@ func TestSign(t *testing.T) {
 	}
 	c := checkVerify(t, v, tok, "")
 	// An empty apps list must survive signing: dropped, it would read as "any app".
-	if c.Apps == nil || c.AllowsApp("chat") || !c.AllowsFeed("team") || !c.AllowsPublish("chat") {
+	if c.Apps == nil || c.AllowsApp("chat") || !c.AllowsFeed("team") || !c.AllowsPublish("chat", "team") {
 		t.Errorf("round trip gave %+v", c)
 	}
 

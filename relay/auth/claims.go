@@ -3,6 +3,7 @@ package auth
 import (
 	"encoding/json"
 	"slices"
+	"strings"
 
 	"github.com/golang-jwt/jwt/v5"
 
@@ -20,7 +21,7 @@ type Claims struct {
 	jwt.RegisteredClaims          // sub, exp, nbf, iss, aud...
 	Apps                 []string `json:"apps,omitempty"`    // app ids the token may use; absent (nil) = any app
 	Feeds                []string `json:"feeds,omitempty"`   // extra feeds it may read (besides sub)
-	Publish              []string `json:"publish,omitempty"` // app ids it may publish to over HTTP; "*" = all
+	Publish              []string `json:"publish,omitempty"` // where it may publish over HTTP: "<app>", "*" (its readable feeds), "<app>:*", "*:*" (any feed)
 }
 
 // AllowsApp reports whether the token may be used with app. A token without an apps claim
@@ -43,13 +44,43 @@ func (c *Claims) AllowsFeed(feed string) bool {
 	return feed == c.Subject || slices.Contains(c.Feeds, feed)
 }
 
-// AllowsPublish reports whether the token may publish to app over HTTP. Unlike apps, an absent
-// publish claim grants nothing: publishing is the rarer, riskier right and must be asked for.
-func (c *Claims) AllowsPublish(app string) bool {
+// AnyFeed is the suffix of a publish grant that covers every feed of its app: "demo:*" (one app),
+// "*:*" (every app). Without it a grant covers only the feeds the token may read.
+const AnyFeed = ":*"
+
+// AllowsPublishApp reports whether the publish claim names app at all ("<app>", "<app>:*", "*" or
+// "*:*"). Unlike apps, an absent publish claim grants nothing: publishing is the rarer, riskier
+// right and must be asked for.
+func (c *Claims) AllowsPublishApp(app string) bool {
+	ok, _ := c.publishGrant(app)
+	return ok
+}
+
+// AllowsPublish reports whether the token may publish into feed of app over HTTP: the claim names
+// the app and either says any feed ("<app>:*", "*:*") or feed is one the token may read (its sub
+// or one of its feeds, see [Claims.AllowsFeed]). So a browser token with publish ["demo"] writes
+// into its user's own feeds only, and only a backend's token, minted with "demo:*", writes into
+// anyone's.
+func (c *Claims) AllowsPublish(app, feed string) bool {
+	ok, anyFeed := c.publishGrant(app)
+	return ok && validToken(feed) && (anyFeed || c.AllowsFeed(feed))
+}
+
+// publishGrant reports whether the publish claim names app, and whether for any feed.
+func (c *Claims) publishGrant(app string) (granted, anyFeed bool) {
 	if !validToken(app) {
-		return false
+		return false, false
 	}
-	return slices.Contains(c.Publish, "*") || slices.Contains(c.Publish, app)
+	for _, g := range c.Publish {
+		a, all := strings.CutSuffix(g, AnyFeed)
+		if a == "*" || a == app {
+			granted = true
+			if all {
+				return true, true
+			}
+		}
+	}
+	return granted, false
 }
 
 // UnmarshalJSON decodes the claims, accepting a single string wherever a list is expected.

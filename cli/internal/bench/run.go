@@ -171,7 +171,7 @@ func (r *runner) setUp(ctx context.Context, rep *Report) error {
 		}
 	} else {
 		var err error
-		if r.pubToken, err = r.token(r.id+"-pub", nil, []string{r.cfg.App}); err != nil {
+		if r.pubToken, err = r.token(r.id+"-pub", nil, []string{r.cfg.App + auth.AnyFeed}); err != nil {
 			return err
 		}
 	}

@@ -1,0 +1,72 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"strings"
+	"testing"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/sserelay/sserelay/relay/auth"
+)
+
+// TestTokenPublishShapes mints each shape of the publish claim with
+// `sserelay token --publish` and checks what the relay's verifier makes of it.
+func TestTokenPublishShapes(t *testing.T) {
+	const secret = "token-test-secret-0123456789abcdef"
+	v, err := auth.NewVerifier(context.Background(), auth.Config{Secret: []byte(secret)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mint := func(args ...string) (string, error) {
+		var out bytes.Buffer
+		app := NewApp()
+		app.Writer, app.ErrWriter = &out, io.Discard
+		app.ExitErrHandler = func(*cli.Context, error) {}
+		err := app.Run(append([]string{"sserelay", "token", "--jwt-secret", secret, "--sub", "alice", "--feed", "team"}, args...))
+		return strings.TrimSpace(out.String()), err
+	}
+	type check struct {
+		app, feed string
+		want      bool
+	}
+	tests := []struct {
+		publish []string
+		checks  []check
+	}{
+		{[]string{"demo"}, []check{{"demo", "alice", true}, {"demo", "team", true}, {"demo", "bob", false}, {"other", "alice", false}}},
+		{[]string{"demo:*"}, []check{{"demo", "bob", true}, {"other", "alice", false}}},
+		{[]string{"*"}, []check{{"other", "team", true}, {"other", "bob", false}}},
+		{[]string{"*:*"}, []check{{"other", "bob", true}}},
+		{[]string{"a", "b:*"}, []check{{"a", "bob", false}, {"b", "bob", true}, {"a", "alice", true}}},
+	}
+	for _, tt := range tests {
+		var args []string
+		for _, p := range tt.publish {
+			args = append(args, "--publish", p)
+		}
+		tok, err := mint(args...)
+		if err != nil {
+			t.Fatalf("token %q: %v", args, err)
+		}
+		c, err := v.Verify(tok)
+		if err != nil {
+			t.Fatalf("verify the token of %q: %v", args, err)
+		}
+		if strings.Join(c.Publish, ",") != strings.Join(tt.publish, ",") {
+			t.Errorf("%q: publish claim %q", args, c.Publish)
+		}
+		for _, ch := range tt.checks {
+			if got := c.AllowsPublish(ch.app, ch.feed); got != ch.want {
+				t.Errorf("%q: AllowsPublish(%q, %q) = %v, want %v", args, ch.app, ch.feed, got, ch.want)
+			}
+		}
+	}
+	for _, bad := range []string{"de.mo", ":*", "demo:*:*", "a b", ">"} {
+		if tok, err := mint("--publish", bad); err == nil || tok != "" {
+			t.Errorf("--publish %q: minted %q (err %v), want a refusal", bad, tok, err)
+		}
+	}
+}
