@@ -93,7 +93,7 @@ func mustPodman(t *testing.T, dir string, args ...string) string {
 }
 
 // buildImages builds both images once per run: a static binary each (CGO_ENABLED=0), then
-// `podman build --build-arg BINARY=prebuilt --build-arg BASE=scratch` with the real Dockerfiles.
+// `podman build --target prebuilt --build-arg BASE=scratch` with the real Dockerfiles.
 func buildImages(t *testing.T) {
 	t.Helper()
 	podmanPath(t)
@@ -127,7 +127,7 @@ func doBuildImages(t *testing.T) error {
 			return fmt.Errorf("go build %s: %v\n%s", b.pkg, err, out)
 		}
 		start := time.Now()
-		if _, err := podman(t, tmp, "build", "--pull=never", "--build-arg", "BINARY=prebuilt", "--build-arg", "BASE=scratch",
+		if _, err := podman(t, tmp, "build", "--pull=never", "--target", "prebuilt", "--build-arg", "BASE=scratch",
 			"-f", b.dockerfile, "-t", b.image, ctxDir); err != nil {
 			return err
 		}
