@@ -130,7 +130,7 @@ func (s scraped) want(t testing.TB, want map[string]float64) {
 
 // The metrics after a scripted workload, by value: deliveries, bytes, the
 // latency histogram, replays by source, resets, publish status codes, the
-// consumer lag going up and back to 0, and close reasons.
+// consumer lag going up and back to 0, and why the streams closed.
 func TestMetricsByValue(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, withConfig(func(c *Config) { c.MaxPublishBytes = 512 }))
@@ -250,6 +250,19 @@ func TestMetricsByValue(t *testing.T) {
 	if lag := e.scrape().value(t, "sserelay_consumer_lag"); lag != 0 {
 		t.Errorf("lag %v after the dispatcher caught up", lag)
 	}
+
+	// One client leaves, the drain closes the other three.
+	all.Close()
+	epEventually(t, "client-gone counted", func() bool {
+		return e.epMetric(`sserelay_streams_closed_total{reason="client-gone"}`) == 1
+	})
+	e.relay.Drain()
+	epEventually(t, "all streams closed", func() bool { return e.epMetric("sserelay_open_streams") == 0 })
+	e.scrape().want(t, map[string]float64{
+		`sserelay_streams_closed_total{reason="client-gone"}`: 1, `sserelay_streams_closed_total{reason="draining"}`: 3,
+		`sserelay_streams_closed_total{reason="write-error"}`: 0, "sserelay_streams_closed_total": 4,
+		"sserelay_ready": 0,
+	})
 }
 
 // The library has no global state: its metrics go to the registry it is
