@@ -107,7 +107,11 @@ func startEmbedded(ctx context.Context, ec embeddedConfig, leaf *embedded.LeafOp
 	if err != nil {
 		return nil, err
 	}
-	log.Info("embedded NATS started", "data_dir", ec.DataDir, "client_url", srv.ClientURL())
+	if hub := srv.Hub(); hub != "" {
+		log.Info("embedded NATS started", "leaf_of", hub, "client_url", srv.ClientURL())
+	} else {
+		log.Info("embedded NATS started", "data_dir", ec.DataDir, "client_url", srv.ClientURL())
+	}
 	return srv, nil
 }
 

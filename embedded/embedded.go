@@ -48,7 +48,8 @@ type Options struct {
 
 // Server is a running embedded nats-server.
 type Server struct {
-	ns *server.Server
+	ns  *server.Server
+	hub string // the leaf node's hub URLs, passwords redacted; "" for a standalone server
 }
 
 // Start starts the server and waits until it accepts connections.
@@ -127,7 +128,7 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 			ns.WaitForShutdown()
 			return nil, fmt.Errorf("embedded: %w (hub %s)", err, redacted(o.Leaf.URLs))
 		}
-		return &Server{ns: ns}, nil
+		return &Server{ns: ns, hub: redacted(o.Leaf.URLs)}, nil
 	}
 	if !ns.JetStreamEnabled() {
 		ns.Shutdown()
@@ -150,6 +151,10 @@ func (s *Server) ClientURL() string {
 	}
 	return s.ns.ClientURL()
 }
+
+// Hub returns the hub URLs of a leaf node (passwords redacted), or "" when
+// the server is not a leaf node.
+func (s *Server) Hub() string { return s.hub }
 
 // NATS returns the underlying server, for tests and advanced wiring.
 func (s *Server) NATS() *server.Server { return s.ns }

@@ -139,6 +139,9 @@ func TestLeaf(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer leaf.Shutdown()
+	if hub := leaf.Hub(); strings.Contains(hub, "s3cret") || !strings.Contains(hub, fmt.Sprint(port)) {
+		t.Errorf("Hub() = %q, want the hub URL without its password", hub)
+	}
 	if leaf.NATS().JetStreamEnabled() {
 		t.Error("the leaf runs JetStream: it would answer JetStream requests from a store of its own")
 	}
