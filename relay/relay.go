@@ -181,10 +181,7 @@ func (r *Relay) Handler() http.Handler {
 	if !r.cfg.NoMetrics {
 		mux.Handle("GET /metrics", r.metricsHandler)
 	}
-	mux.HandleFunc("GET /v1/client.js", serveClientJS)
-	if !r.cfg.NoDemo {
-		mux.HandleFunc("GET /{$}", serveDemo)
-	}
+	webRoutes(mux, !r.cfg.NoDemo)
 	mux.HandleFunc("/", func(w http.ResponseWriter, _ *http.Request) {
 		writeError(w, http.StatusNotFound, "not found")
 	})
