@@ -124,16 +124,23 @@ func TestWebClientPollingFallback(t *testing.T) {
 	pub := publisher(t, func() string { return r.URL }, func() string { return secret })
 	h.blockSSE.Store(true)
 	tok := mintToken(t, secret, "alice", time.Hour)
-	p.start(fast(map[string]any{"token": tok, "events": []string{"note"}}))
+	conn := p.start(fast(map[string]any{"token": tok, "events": []string{"note"}}))
 	p.waitTrue("the page to poll", `window.relay.state === "polling"`)
 	if n := h.blocked.Load(); n < 5 {
 		t.Errorf("polling after %d refused streams, want 5", n)
 	}
+	// The page's own events stay out in both modes: polls carry its connection id too.
+	own := func() {
+		t.Helper()
+		publishHTTP(t, r.URL, tok, map[string]any{"app_id": "app", "feed": "alice", "data": "own"}, map[string]string{"X-Connection-Id": conn})
+	}
+	own()
 	want := []ev{pub("", "polled one"), pub("note", "polled\ntwo")}
 	p.waitSeq("the polled events", want[1].seq)
 
 	h.blockSSE.Store(false)
 	p.waitTrue("a probe to open the stream", `window.relay.state === "open"`)
+	own()
 	want = append(want, pub("", "streamed three"), pub("note", "streamed four"))
 	p.waitSeq("the streamed events", want[3].seq)
 	sameEvents(t, "page", p.got(), want)
