@@ -190,3 +190,38 @@ func TestNodeFetchTransportKill9(t *testing.T) {
 		return startProc(t, "node fetch client", cmd)
 	})
 }
+
+// TestClientTypeDeclarations: /v1/client.d.ts, as served, type-checks a
+// program that uses the whole API with TypeScript (pinned in node/), and
+// refuses misuse (// @ts-expect-error lines in node/usage.ts).
+func TestClientTypeDeclarations(t *testing.T) {
+	t.Parallel()
+	node := nodeBin(t, true)
+	tsc := filepath.Join("node", "node_modules", "typescript", "bin", "tsc")
+	if _, err := os.Stat(tsc); err != nil {
+		missing(t, "typescript missing: run npm ci in test/node")
+	}
+	r := startRelay(t, relayOpts{})
+	dir := t.TempDir()
+	for _, f := range []string{"client.js", "client.d.ts"} {
+		resp, body := get(t, r.URL+"/v1/"+f, nil)
+		if resp.StatusCode != 200 {
+			t.Fatalf("GET /v1/%s: %d %s", f, resp.StatusCode, body)
+		}
+		if err := os.WriteFile(filepath.Join(dir, f), body, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	usage, err := os.ReadFile(filepath.Join("node", "usage.ts"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "usage.ts"), usage, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(node, tsc, "--noEmit", "--strict", "--target", "es2022", "--module", "esnext",
+		"--moduleResolution", "bundler", "--lib", "es2022,dom", filepath.Join(dir, "usage.ts")).CombinedOutput()
+	if err != nil {
+		t.Fatalf("tsc on usage.ts with the served client.d.ts: %v\n%s", err, out)
+	}
+}
