@@ -32,6 +32,9 @@ type webHarness struct {
 	ttl    time.Duration
 
 	blockSSE atomic.Bool  // refuse text/event-stream responses with 502
+	// how each connection id sent its token to /v1/events: "query",
+	// "header" and/or "cookie"
+	tokenVia map[string]map[string]bool
 	tokens   atomic.Int32 // tokens handed out by /token
 	blocked  atomic.Int32 // streams refused
 }
@@ -67,11 +70,26 @@ window.setHidden = (hidden) => {
 
 func newWebHarness(t *testing.T, r *relayProc, secret string) *webHarness {
 	t.Helper()
-	h := &webHarness{t: t, relay: r, secret: secret, ttl: time.Hour}
+	h := &webHarness{t: t, relay: r, secret: secret, ttl: time.Hour, tokenVia: map[string]map[string]bool{}}
 	proxy := &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			h.mu.Lock()
 			u, _ := url.Parse(h.relay.URL)
+			if in := pr.In; in.URL.Path == "/v1/events" {
+				conn := in.URL.Query().Get("connection_id")
+				if h.tokenVia[conn] == nil {
+					h.tokenVia[conn] = map[string]bool{}
+				}
+				if in.URL.Query().Has("access_token") {
+					h.tokenVia[conn]["query"] = true
+				}
+				if in.Header.Get("Authorization") != "" {
+					h.tokenVia[conn]["header"] = true
+				}
+				if _, err := in.Cookie("sserelay_token"); err == nil {
+					h.tokenVia[conn]["cookie"] = true
+				}
+			}
 			h.mu.Unlock()
 			pr.SetURL(u)
 		},
@@ -203,10 +221,12 @@ func sameEvents(t *testing.T, who string, got, want []ev) {
 	}
 }
 
-// TestWebClientTransportsAndExclusion: three pages of one user, one per
-// transport (eventsource, fetch, xhr), each publishes through relay.publish
-// with its connection id: every page gets the events of the two others and
-// of the backend, never its own.
+// TestWebClientTransportsAndExclusion: four pages of one user, one per
+// transport (eventsource with the token in the query, fetch, xhr, and
+// eventsource with the token in the cookie); each publishes through
+// relay.publish with its connection id: every page gets the events of the
+// others and of the backend, never its own. fetch and xhr never put the
+// token in a URL. A fifth page asks for a feed its token does not grant.
 func TestWebClientTransportsAndExclusion(t *testing.T) {
 	t.Parallel()
 	const secret = "webclient-secret"
@@ -216,13 +236,24 @@ func TestWebClientTransportsAndExclusion(t *testing.T) {
 	b := startBrowser(t)
 	tok := mintToken(t, secret, "alice", time.Hour)
 
-	transports := []string{"eventsource", "fetch", "xhr"}
+	// eventsource+cookie: the token in the sserelay_token cookie, not the URL.
+	transports := []string{"eventsource", "fetch", "xhr", "eventsource+cookie"}
+	// How each page must send its token, and how never (the cookie, once
+	// set, goes along with every request of the origin).
+	wantVia := []string{"query", "header", "header", "cookie"}
+	neverVia := []string{"header", "query", "query", "query header"}
 	var pages []*page
-	for _, tr := range transports {
+	conns := map[string]int{}
+	for i, tr := range transports {
 		p := b.open(h.srv.URL + "/page")
 		// Only the last tab opened is visible: the others must not close
 		// their streams for it.
-		p.start(fast(map[string]any{"transport": tr, "token": tok, "events": []string{"note"}, "hiddenTimeout": -1}))
+		o := map[string]any{"transport": tr, "token": tok, "events": []string{"note"}, "hiddenTimeout": -1}
+		if tr == "eventsource+cookie" {
+			p.must(fmt.Sprintf(`document.cookie = "sserelay_token=%s; path=/; SameSite=Strict"`, tok), nil)
+			o["transport"], o["tokenIn"] = "eventsource", "cookie"
+		}
+		conns[p.start(fast(o))] = i
 		pages = append(pages, p)
 	}
 	t.Cleanup(func() {
@@ -252,6 +283,23 @@ func TestWebClientTransportsAndExclusion(t *testing.T) {
 		all = append(all, own[i])
 	}
 	end := pub("", "end")
+
+	h.mu.Lock()
+	for conn, via := range h.tokenVia {
+		i, ok := conns[conn]
+		if !ok {
+			continue
+		}
+		if !via[wantVia[i]] {
+			t.Errorf("%s page sent its token by %v, want by %s", transports[i], via, wantVia[i])
+		}
+		for _, never := range strings.Fields(neverVia[i]) {
+			if via[never] {
+				t.Errorf("%s page sent its token by %s", transports[i], never)
+			}
+		}
+	}
+	h.mu.Unlock()
 
 	// A feed the token does not grant: 403, which no reconnect can mend.
 	// The EventSource cannot see the status; the client asks with one poll.
