@@ -105,7 +105,7 @@ func TestLeafSidecars(t *testing.T) {
 	eventually(t, waitLong, "publishing in pod A again", func() bool { return pp.count() >= cutAt+duringCut+20 })
 	sa.waitID(t, pp.last().seq)
 	sb.waitID(t, pp.last().seq)
-	t.Logf("hub link of pod A cut: /readyz 503 after %s, %d events acknowledged meanwhile, %d publishes failed", unready.Round(time.Millisecond), duringCut, pp.failures)
+	t.Logf("hub link of pod A cut: /readyz 503 after %s, %d events acknowledged meanwhile, %d publishes failed", unready.Round(time.Millisecond), duringCut, pp.failed())
 
 	// SIGKILL pod A's relay (and so its leaf: the app there loses NATS);
 	// its client resumes on pod B from the last id it got; the app goes on

@@ -81,6 +81,9 @@ func (pp *ackPublisher) run(t *testing.T, nc *nats.Conn, who string, stop <-chan
 
 func (pp *ackPublisher) count() int { pp.mu.Lock(); defer pp.mu.Unlock(); return len(pp.acked) }
 
+// failed returns the number of publishes that were not acknowledged.
+func (pp *ackPublisher) failed() int { pp.mu.Lock(); defer pp.mu.Unlock(); return pp.failures }
+
 func (pp *ackPublisher) last() ackedEvent {
 	pp.mu.Lock()
 	defer pp.mu.Unlock()
