@@ -304,6 +304,6 @@ func runFailover(t *testing.T) failoverResult {
 	for _, ph := range res.phases {
 		report = append(report, fmt.Sprintf("%s: %s", ph.name, ph.maxDelay.Round(time.Millisecond)))
 	}
-	t.Logf("%d events acknowledged, %d publishes failed; max delays: %s", pp.count(), pp.failures, strings.Join(report, "; "))
+	t.Logf("%d events acknowledged, %d publishes failed; max delays: %s", pp.count(), pp.failed(), strings.Join(report, "; "))
 	return res
 }

@@ -132,5 +132,5 @@ func TestLeafSidecars(t *testing.T) {
 	pp.checkExact(t, "pod A's stream", gotA, start, from)
 	pp.checkExact(t, "pod B's stream", dataEvents(sb.events()), start, final)
 	pp.checkExact(t, "resumed on pod B", dataEvents(sr.events()), from, final)
-	t.Logf("%d events acknowledged, %d publishes failed; pod A's client resumed on pod B after id %s", pp.count(), pp.failures, lastA)
+	t.Logf("%d events acknowledged, %d publishes failed; pod A's client resumed on pod B after id %s", pp.count(), pp.failed(), lastA)
 }
