@@ -182,6 +182,9 @@ func TestHubResetAllOnJump(t *testing.T) {
 	if fa[1].seq != 9 {
 		t.Errorf("event after the reset has seq %d", fa[1].seq)
 	}
+	if n := testutil.ToFloat64(h.metrics.resetGone); n != 2 {
+		t.Errorf("sserelay_resets_total{reason=history-gone} %v, want one per session: 2", n)
+	}
 	h.unregister(a)
 	h.unregister(b)
 }
