@@ -20,9 +20,12 @@ import (
 // Lock order. A goroutine that holds a lock may take the locks to its right,
 // never one to its left:
 //
-//	session.wmu -> hub.mu -> session.mu
+//	liveConsumer.mu -> session.wmu -> hub.mu -> session.mu
 //
 // Who takes which:
+//   - liveConsumer.mu is held while the consumer hands a message to the
+//     dispatcher (deliver), so that two generations never dispatch at once;
+//     nothing under the hub takes it.
 //   - session.wmu is held by the session's goroutine while it writes; it takes
 //     hub.mu in restart, which takes session.mu to empty the queue.
 //   - hub.mu is held by deliver, register, unregister, restart, drain and
