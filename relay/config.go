@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"strings"
 	"time"
 
@@ -153,7 +154,7 @@ func DefaultStreamOptions() StreamOptions {
 	}
 }
 
-func (o *StreamOptions) setDefaults() {
+func (o *StreamOptions) setDefaults() error {
 	d := DefaultStreamOptions()
 	setDefault(&o.Name, d.Name)
 	setDefault(&o.SubjectPrefix, d.SubjectPrefix)
@@ -162,6 +163,62 @@ func (o *StreamOptions) setDefaults() {
 	setDefault(&o.MaxMsgs, d.MaxMsgs)
 	setDefault(&o.Duplicates, d.Duplicates)
 	setDefault(&o.Replicas, d.Replicas)
+	return o.check()
+}
+
+// Validate reports the first option of o that EnsureStream would refuse,
+// as a *ConfigError. Zero fields are valid: they take the defaults.
+func (o StreamOptions) Validate() error { return o.setDefaults() }
+
+// MaxReplicas is the most replicas JetStream gives a stream.
+const MaxReplicas = 5
+
+func (o *StreamOptions) check() error {
+	switch {
+	case !validStreamName(o.Name):
+		return invalid("Name", o.Name, "a stream name cannot contain whitespace, '.', '*', '>', '/' or '\\'")
+	case !subject.ValidTopic(o.SubjectPrefix):
+		return invalid("SubjectPrefix", o.SubjectPrefix, "want NATS tokens joined by '.', without wildcards or whitespace")
+	case o.MaxAge < 0:
+		return invalid("MaxAge", o.MaxAge, "must not be negative")
+	case o.MaxBytes < -1:
+		return invalid("MaxBytes", o.MaxBytes, "want a positive size, or -1 for no limit")
+	case o.MaxMsgs < -1:
+		return invalid("MaxMsgs", o.MaxMsgs, "want a positive count, or -1 for no limit")
+	case o.Duplicates < 0:
+		return invalid("Duplicates", o.Duplicates, "must not be negative")
+	case o.Replicas < 1 || o.Replicas > MaxReplicas:
+		return invalid("Replicas", o.Replicas, fmt.Sprintf("want 1 to %d", MaxReplicas))
+	}
+	return nil
+}
+
+// Bounds of the durations of Config, against typos of units: below
+// MinTimeout a keepalive would flood every stream and a write or request
+// deadline would fail them all; a Retry above MaxRetry keeps clients away for
+// hours.
+const (
+	MinTimeout = 10 * time.Millisecond
+	MaxRetry   = time.Hour
+)
+
+// A ConfigError reports an option of Config or StreamOptions that means
+// nothing (negative, below a floor, absurd). It wraps ErrInvalidConfig.
+type ConfigError struct {
+	Field  string // the field's name, e.g. "Keepalive"
+	Value  any    // its value
+	Reason string
+}
+
+func (e *ConfigError) Error() string {
+	return fmt.Sprintf("%s: %s %v: %s", ErrInvalidConfig, e.Field, e.Value, e.Reason)
+}
+
+// Unwrap returns ErrInvalidConfig.
+func (e *ConfigError) Unwrap() error { return ErrInvalidConfig }
+
+func invalid(field string, value any, reason string) *ConfigError {
+	return &ConfigError{Field: field, Value: value, Reason: reason}
 }
 
 func (c *Config) setDefaults() error {
@@ -174,6 +231,22 @@ func (c *Config) setDefaults() error {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
+	c.setValueDefaults()
+	return c.check()
+}
+
+// Validate reports the first option of c that New would refuse, as a
+// *ConfigError; it needs no connection or verifier (New checks those).
+// Zero fields are valid: they take the defaults.
+func (c Config) Validate() error {
+	if c.JetStreamDomain != "" && !subject.ValidToken(c.JetStreamDomain) {
+		return invalid("JetStreamDomain", c.JetStreamDomain, "want one NATS token")
+	}
+	c.setValueDefaults()
+	return c.check()
+}
+
+func (c *Config) setValueDefaults() {
 	d := DefaultConfig()
 	setDefault(&c.Stream, d.Stream)
 	setDefault(&c.SubjectPrefix, d.SubjectPrefix)
@@ -194,13 +267,87 @@ func (c *Config) setDefaults() error {
 	setDefault(&c.MaxPublishBytes, d.MaxPublishBytes)
 	setDefault(&c.PublishTimeout, d.PublishTimeout)
 	setDefault(&c.RequestTimeout, d.RequestTimeout)
-	if !subject.ValidTopic(c.SubjectPrefix) {
-		return fmt.Errorf("%w: subject prefix %q", ErrInvalidConfig, c.SubjectPrefix)
+}
+
+// check checks c after defaults: what is left at zero or below means
+// nothing (but the documented -1 switches).
+func (c *Config) check() error {
+	const positive = "must be positive"
+	timeout := fmt.Sprintf("want at least %v", MinTimeout)
+	switch {
+	case !validStreamName(c.Stream):
+		return invalid("Stream", c.Stream, "a stream name cannot contain whitespace, '.', '*', '>', '/' or '\\'")
+	case !subject.ValidTopic(c.SubjectPrefix):
+		return invalid("SubjectPrefix", c.SubjectPrefix, "want NATS tokens joined by '.', without wildcards or whitespace")
+	case c.JetStreamDomain != "" && !subject.ValidToken(c.JetStreamDomain):
+		return invalid("JetStreamDomain", c.JetStreamDomain, "want one NATS token")
+	case c.Keepalive < MinTimeout:
+		return invalid("Keepalive", c.Keepalive, timeout)
+	case c.Retry < 0 || c.Retry > MaxRetry:
+		return invalid("Retry", c.Retry, fmt.Sprintf("want a positive duration up to %v", MaxRetry))
+	case c.WriteTimeout < MinTimeout:
+		return invalid("WriteTimeout", c.WriteTimeout, timeout)
+	case c.QueueEvents < 1:
+		return invalid("QueueEvents", c.QueueEvents, positive)
+	case c.QueueBytes < 1:
+		return invalid("QueueBytes", c.QueueBytes, positive)
+	case c.ReplayBatch < 1:
+		return invalid("ReplayBatch", c.ReplayBatch, positive)
+	case c.ReplayBytes < 1:
+		return invalid("ReplayBytes", c.ReplayBytes, positive)
+	case c.RingEvents < -1:
+		return invalid("RingEvents", c.RingEvents, "want a positive count, or -1 for no ring")
+	case c.RingBytes < 1:
+		return invalid("RingBytes", c.RingBytes, positive)
+	case c.MaxReplays < 1:
+		return invalid("MaxReplays", c.MaxReplays, positive)
+	case c.MaxStreams < 0:
+		return invalid("MaxStreams", c.MaxStreams, "want a positive count, or 0 for no limit")
+	case c.MaxFeeds < 1:
+		return invalid("MaxFeeds", c.MaxFeeds, positive)
+	case c.MaxTopics < 1:
+		return invalid("MaxTopics", c.MaxTopics, positive)
+	case c.PollPage < 1:
+		return invalid("PollPage", c.PollPage, positive)
+	case c.MaxPublishBytes < 1:
+		return invalid("MaxPublishBytes", c.MaxPublishBytes, positive)
+	case c.PublishTimeout < MinTimeout:
+		return invalid("PublishTimeout", c.PublishTimeout, timeout)
+	case c.RequestTimeout < MinTimeout:
+		return invalid("RequestTimeout", c.RequestTimeout, timeout)
+	case c.TokenCache < -1:
+		return invalid("TokenCache", c.TokenCache, "want a positive count, or -1 for no cache")
 	}
-	if c.ReplayBatch < 1 || c.MaxReplays < 1 || c.QueueEvents < 1 || c.QueueBytes < 1 {
-		return fmt.Errorf("%w: replay batch, max replays and queue limits must be positive", ErrInvalidConfig)
+	for _, o := range c.AllowedOrigins {
+		if err := checkOrigin(o); err != "" {
+			return invalid("AllowedOrigins", o, err)
+		}
 	}
 	return nil
+}
+
+// checkOrigin returns what is wrong with a CORS origin, "" if nothing: it
+// is "*" or scheme://host[:port], as browsers send it in Origin.
+func checkOrigin(o string) string {
+	if o == "*" {
+		return ""
+	}
+	u, err := url.Parse(o)
+	switch {
+	case err != nil:
+		return err.Error()
+	case u.Scheme != "http" && u.Scheme != "https":
+		return "want * or http(s)://host[:port]"
+	case u.Host == "" || u.User != nil || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "":
+		return "an origin is scheme://host[:port], without path, query or user"
+	}
+	return ""
+}
+
+// validStreamName reports whether JetStream accepts s as a stream name.
+func validStreamName(s string) bool {
+	return s != "" && len(s) <= 255 && !strings.ContainsAny(s, " \t\r\n.*>/\\") &&
+		strings.IndexFunc(s, func(r rune) bool { return r < 0x20 || r == 0x7f }) < 0
 }
 
 // setJetStream makes JetStream and Conn agree: a JetStream context built

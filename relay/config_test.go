@@ -70,7 +70,9 @@ func TestDefaultConfigIsWhatZeroBecomes(t *testing.T) {
 		t.Errorf("zero config became\n%+v\nwant DefaultConfig\n%+v", c, want)
 	}
 	var so StreamOptions
-	so.setDefaults()
+	if err := so.setDefaults(); err != nil {
+		t.Fatal(err)
+	}
 	if so != DefaultStreamOptions() {
 		t.Errorf("zero stream options became %+v, want %+v", so, DefaultStreamOptions())
 	}
@@ -187,5 +189,128 @@ func TestConfigJetStreamDomainResume(t *testing.T) {
 	}
 	if strings.Join(got, ",") != "one,two,three" {
 		t.Fatalf("replayed %q (scan error %v), want one,two,three", got, sc.Err())
+	}
+}
+
+// TestConfigInvalid: every option refuses the values that mean nothing
+// (negative, below a floor, absurd) with ErrInvalidConfig and the field's
+// name, at New, instead of panicking or spinning later (Retry -1ms panicked
+// in the retry jitter; Keepalive -1ms wrote keepalives in a tight loop).
+func TestConfigInvalid(t *testing.T) {
+	nc := configTestServer(t, "")
+	v := configTestVerifier(t)
+	for _, tc := range []struct {
+		field string
+		set   func(*Config)
+	}{
+		{"Stream", func(c *Config) { c.Stream = "a b" }},
+		{"Stream", func(c *Config) { c.Stream = "a.b" }},
+		{"Stream", func(c *Config) { c.Stream = "a*" }},
+		{"Stream", func(c *Config) { c.Stream = "a/b" }},
+		{"SubjectPrefix", func(c *Config) { c.SubjectPrefix = "sse.>" }},
+		{"SubjectPrefix", func(c *Config) { c.SubjectPrefix = "s e" }},
+		{"JetStreamDomain", func(c *Config) { c.JetStreamDomain = "a.b" }},
+		{"Keepalive", func(c *Config) { c.Keepalive = -time.Millisecond }},
+		{"Keepalive", func(c *Config) { c.Keepalive = time.Millisecond }},
+		{"Retry", func(c *Config) { c.Retry = -time.Millisecond }},
+		{"Retry", func(c *Config) { c.Retry = 2 * time.Hour }},
+		{"WriteTimeout", func(c *Config) { c.WriteTimeout = -time.Second }},
+		{"WriteTimeout", func(c *Config) { c.WriteTimeout = time.Microsecond }},
+		{"QueueEvents", func(c *Config) { c.QueueEvents = -1 }},
+		{"QueueBytes", func(c *Config) { c.QueueBytes = -1 }},
+		{"ReplayBatch", func(c *Config) { c.ReplayBatch = -1 }},
+		{"ReplayBytes", func(c *Config) { c.ReplayBytes = -1 }},
+		{"RingEvents", func(c *Config) { c.RingEvents = -2 }},
+		{"RingBytes", func(c *Config) { c.RingBytes = -1 }},
+		{"MaxReplays", func(c *Config) { c.MaxReplays = -1 }},
+		{"MaxStreams", func(c *Config) { c.MaxStreams = -1 }},
+		{"MaxFeeds", func(c *Config) { c.MaxFeeds = -1 }},
+		{"MaxTopics", func(c *Config) { c.MaxTopics = -1 }},
+		{"PollPage", func(c *Config) { c.PollPage = -1 }},
+		{"MaxPublishBytes", func(c *Config) { c.MaxPublishBytes = -1 }},
+		{"PublishTimeout", func(c *Config) { c.PublishTimeout = -time.Second }},
+		{"PublishTimeout", func(c *Config) { c.PublishTimeout = time.Microsecond }},
+		{"RequestTimeout", func(c *Config) { c.RequestTimeout = -time.Second }},
+		{"RequestTimeout", func(c *Config) { c.RequestTimeout = time.Microsecond }},
+		{"AllowedOrigins", func(c *Config) { c.AllowedOrigins = []string{"example.com"} }},
+		{"AllowedOrigins", func(c *Config) { c.AllowedOrigins = []string{"https://example.com/app"} }},
+		{"AllowedOrigins", func(c *Config) { c.AllowedOrigins = []string{"https://ok.example", ""} }},
+		{"AllowedOrigins", func(c *Config) { c.AllowedOrigins = []string{"ftp://example.com"} }},
+		{"TokenCache", func(c *Config) { c.TokenCache = -2 }},
+	} {
+		c := Config{Conn: nc, Verifier: v}
+		tc.set(&c)
+		_, err := New(c)
+		var ce *ConfigError
+		switch {
+		case !errors.Is(err, ErrInvalidConfig):
+			t.Errorf("%s: New: %v, want ErrInvalidConfig", tc.field, err)
+		case !errors.As(err, &ce) || ce.Field != tc.field:
+			t.Errorf("%s: New: %v, want a ConfigError for %s", tc.field, err, tc.field)
+		case !strings.Contains(err.Error(), tc.field):
+			t.Errorf("%s: error %q does not name the field", tc.field, err)
+		}
+		if verr := c.Validate(); !errors.Is(verr, ErrInvalidConfig) {
+			t.Errorf("%s: Validate: %v, want ErrInvalidConfig", tc.field, verr)
+		}
+	}
+
+	// The edges stay valid: off switches, floors, the documented specials.
+	for name, set := range map[string]func(*Config){
+		"zero values":     func(*Config) {},
+		"ring off":        func(c *Config) { c.RingEvents = -1 },
+		"token cache off": func(c *Config) { c.TokenCache = -1 },
+		"floors": func(c *Config) {
+			c.Keepalive, c.WriteTimeout, c.PublishTimeout, c.RequestTimeout = MinTimeout, MinTimeout, MinTimeout, MinTimeout
+		},
+		"retry ceiling":     func(c *Config) { c.Retry = MaxRetry },
+		"retry tiny":        func(c *Config) { c.Retry = time.Millisecond },
+		"origins":           func(c *Config) { c.AllowedOrigins = []string{"*", "https://a.example", "http://127.0.0.1:8080"} },
+		"one of everything": func(c *Config) { c.QueueEvents, c.QueueBytes, c.ReplayBatch, c.MaxReplays, c.PollPage = 1, 1, 1, 1, 1 },
+		"domain":            func(c *Config) { c.JetStreamDomain = "hub" },
+		"prefix of tokens":  func(c *Config) { c.SubjectPrefix = "acme.sse" },
+	} {
+		c := Config{Conn: nc, Verifier: v}
+		set(&c)
+		if err := c.Validate(); err != nil {
+			t.Errorf("%s: Validate: %v", name, err)
+		}
+		if _, err := New(c); err != nil {
+			t.Errorf("%s: New: %v", name, err)
+		}
+	}
+}
+
+func TestStreamOptionsInvalid(t *testing.T) {
+	for _, tc := range []struct {
+		field string
+		set   func(*StreamOptions)
+	}{
+		{"Name", func(o *StreamOptions) { o.Name = "a.b" }},
+		{"SubjectPrefix", func(o *StreamOptions) { o.SubjectPrefix = "a.*" }},
+		{"MaxAge", func(o *StreamOptions) { o.MaxAge = -time.Hour }},
+		{"MaxBytes", func(o *StreamOptions) { o.MaxBytes = -2 }},
+		{"MaxMsgs", func(o *StreamOptions) { o.MaxMsgs = -2 }},
+		{"Duplicates", func(o *StreamOptions) { o.Duplicates = -time.Second }},
+		{"Replicas", func(o *StreamOptions) { o.Replicas = -1 }},
+		{"Replicas", func(o *StreamOptions) { o.Replicas = 6 }},
+	} {
+		var o StreamOptions
+		tc.set(&o)
+		var ce *ConfigError
+		if err := o.Validate(); !errors.As(err, &ce) || ce.Field != tc.field || !errors.Is(err, ErrInvalidConfig) {
+			t.Errorf("%s: Validate: %v, want a ConfigError for %s", tc.field, err, tc.field)
+		}
+	}
+	for _, o := range []StreamOptions{{}, {MaxBytes: -1, MaxMsgs: -1, Replicas: 5}, {MaxBytes: 1, MaxMsgs: 1, Duplicates: time.Second}} {
+		if err := o.Validate(); err != nil {
+			t.Errorf("%+v: %v", o, err)
+		}
+	}
+	// EnsureStream checks too, before it asks the server anything.
+	nc := configTestServer(t, "")
+	js, _ := jetstream.New(nc)
+	if _, err := EnsureStream(context.Background(), js, StreamOptions{Replicas: 9}); !errors.Is(err, ErrInvalidConfig) {
+		t.Errorf("EnsureStream with 9 replicas: %v, want ErrInvalidConfig", err)
 	}
 }

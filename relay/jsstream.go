@@ -43,7 +43,9 @@ var ErrIncompatibleStream = errors.New("incompatible stream")
 // subject limits, work-queue retention) or reject publishers (discard-new),
 // since the relay could then not tell a client what it missed.
 func EnsureStream(ctx context.Context, js jetstream.JetStream, o StreamOptions) (*jetstream.StreamInfo, error) {
-	o.setDefaults()
+	if err := o.setDefaults(); err != nil {
+		return nil, err
+	}
 	if o.Duplicates > o.MaxAge {
 		o.Duplicates = o.MaxAge
 	}
