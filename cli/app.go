@@ -3,7 +3,10 @@
 package cli
 
 import (
+	"context"
+	"errors"
 	"fmt"
+	"io"
 	"runtime/debug"
 
 	"github.com/urfave/cli/v2"
@@ -22,10 +25,30 @@ func version() string {
 	return "dev"
 }
 
-// NewApp returns the sserelay command line application.
+// Main runs the sserelay command line (args as os.Args) until it is done or
+// ctx ends, and returns the process's exit status: 0, ExitUsage when a flag
+// means nothing or does not parse, 1 for any other failure, which it prints
+// to stderr first.
+func Main(ctx context.Context, args []string, stderr io.Writer) int {
+	app := NewApp()
+	app.ErrWriter = stderr
+	err := app.RunContext(ctx, args)
+	if err == nil {
+		return 0
+	}
+	fmt.Fprintln(stderr, "sserelay:", err)
+	if ec, ok := errors.AsType[cli.ExitCoder](err); ok && ec.ExitCode() != 0 {
+		return ec.ExitCode()
+	}
+	return 1
+}
+
+// NewApp returns the sserelay command line application. Its errors are
+// returned, not turned into exits: Main picks the exit status.
 func NewApp() *cli.App {
 	return &cli.App{
 		Name:                 "sserelay",
+		ExitErrHandler:       func(*cli.Context, error) {},
 		Usage:                "serve NATS JetStream events to browsers and apps as Server-Sent Events",
 		Version:              version(),
 		EnableBashCompletion: true,

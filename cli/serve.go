@@ -17,11 +17,18 @@ import (
 
 func serveCommand() *cli.Command {
 	cfg := newServeConfig()
+	flags := serveFlags(cfg)
 	return &cli.Command{
-		Name:   "serve",
-		Usage:  "run the relay (with an embedded NATS server unless --nats-url is set)",
-		Flags:  serveFlags(cfg),
-		Action: func(c *cli.Context) error { return serve(c, cfg) },
+		Name:  "serve",
+		Usage: "run the relay (with an embedded NATS server unless --nats-url is set)",
+		Flags: flags,
+		Action: func(c *cli.Context) error {
+			if err := validate(cfg, flags); err != nil {
+				return usageError{err}
+			}
+			return serve(c, cfg)
+		},
+		OnUsageError: usage,
 	}
 }
 

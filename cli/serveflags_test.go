@@ -17,11 +17,19 @@ import (
 // configuration with the flags of serve, without running it.
 func parseServeFlags(t *testing.T, args ...string) *serveConfig {
 	t.Helper()
+	cfg, _ := parseServe(t, args...)
+	return cfg
+}
+
+// parseServe is parseServeFlags that also returns the flags.
+func parseServe(t *testing.T, args ...string) (*serveConfig, []cli.Flag) {
+	t.Helper()
 	cfg := newServeConfig()
+	flags := serveFlags(cfg)
 	app := &cli.App{
 		Name: "sserelay", Writer: io.Discard, ErrWriter: io.Discard,
 		Commands: []*cli.Command{{
-			Name: "serve", Flags: serveFlags(cfg),
+			Name: "serve", Flags: flags,
 			Action:       func(*cli.Context) error { return nil },
 			OnUsageError: func(_ *cli.Context, err error, _ bool) error { return err },
 		}},
@@ -29,7 +37,7 @@ func parseServeFlags(t *testing.T, args ...string) *serveConfig {
 	if err := app.Run(append([]string{"sserelay", "serve"}, args...)); err != nil {
 		t.Fatalf("serve %q: %v", args, err)
 	}
-	return cfg
+	return cfg, flags
 }
 
 // otherValue returns a value for flag f that differs from its default.

@@ -2,15 +2,10 @@
 package main
 
 import (
-	"fmt"
+	"context"
 	"os"
 
 	"github.com/sserelay/sserelay/cli"
 )
 
-func main() {
-	if err := cli.NewApp().Run(os.Args); err != nil {
-		fmt.Fprintln(os.Stderr, "sserelay:", err)
-		os.Exit(1)
-	}
-}
+func main() { os.Exit(cli.Main(context.Background(), os.Args, os.Stderr)) }

@@ -1,0 +1,148 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// badServeFlags are flags serve must refuse before it starts anything, with
+// what the message must say. Each names the flag.
+var badServeFlags = []struct {
+	args []string
+	want string
+}{
+	{[]string{"--retry", "-1ms"}, "--retry -1ms"},
+	{[]string{"--retry", "3h"}, "--retry 3h0m0s"},
+	{[]string{"--keepalive", "-1ms"}, "--keepalive -1ms"},
+	{[]string{"--keepalive", "0"}, "--keepalive must not be 0"},
+	{[]string{"--keepalive", "1us"}, "--keepalive 1µs"},
+	{[]string{"--keepalive", "15"}, "--keepalive"}, // no unit: does not parse
+	{[]string{"--write-timeout", "-1s"}, "--write-timeout -1s"},
+	{[]string{"--publish-timeout", "0s"}, "--publish-timeout must not be 0"},
+	{[]string{"--drain-timeout", "-5s"}, "--drain-timeout -5s"},
+	{[]string{"--read-header-timeout", "0"}, "--read-header-timeout must not be 0"},
+	{[]string{"--max-header-bytes", "-1"}, "--max-header-bytes -1"},
+	{[]string{"--queue-events", "-1"}, "--queue-events -1"},
+	{[]string{"--queue-bytes", "0"}, "--queue-bytes must not be 0"},
+	{[]string{"--replay-batch", "-3"}, "--replay-batch -3"},
+	{[]string{"--replay-bytes", "-1"}, "--replay-bytes -1"},
+	{[]string{"--max-replays", "0"}, "--max-replays must not be 0"},
+	{[]string{"--ring-events", "0"}, "--ring-events must not be 0"},
+	{[]string{"--ring-events", "-2"}, "--ring-events -2"},
+	{[]string{"--ring-bytes", "-1"}, "--ring-bytes -1"},
+	{[]string{"--max-streams", "-1"}, "--max-streams -1"},
+	{[]string{"--max-feeds", "-1"}, "--max-feeds -1"},
+	{[]string{"--max-topics", "0"}, "--max-topics must not be 0"},
+	{[]string{"--poll-page", "-1"}, "--poll-page -1"},
+	{[]string{"--max-publish-bytes", "-1"}, "--max-publish-bytes -1"},
+	{[]string{"--token-cache", "-5"}, "--token-cache -5"},
+	{[]string{"--stream", "a.b"}, `--stream "a.b"`},
+	{[]string{"--stream", ""}, "--stream must not be empty"},
+	{[]string{"--subject-prefix", "sse.*"}, `--subject-prefix "sse.*"`},
+	{[]string{"--stream-replicas", "6"}, "--stream-replicas 6"},
+	{[]string{"--retention-max-age", "-1h"}, "--retention-max-age -1h0m0s"},
+	{[]string{"--retention-max-bytes", "-2"}, "--retention-max-bytes -2"},
+	{[]string{"--retention-max-msgs", "0"}, "--retention-max-msgs must not be 0"},
+	{[]string{"--duplicate-window", "-1m"}, "--duplicate-window -1m0s"},
+	{[]string{"--cors-origins", "example.com"}, `--cors-origins "example.com"`},
+	{[]string{"--cors-origins", "https://a.example/path"}, `--cors-origins "https://a.example/path"`},
+	{[]string{"--listen", "8080"}, `--listen "8080"`},
+	{[]string{"--listen", "127.0.0.1:99999"}, `--listen "127.0.0.1:99999"`},
+	{[]string{"--nats-listen", ""}, "--nats-listen must not be empty"},
+	{[]string{"--nats-listen", "localhost"}, `--nats-listen "localhost"`},
+	{[]string{"--debug-listen", "6060"}, `--debug-listen "6060"`},
+	{[]string{"--nats-url", "http://nats:4222"}, `--nats-url "http://nats:4222"`},
+	{[]string{"--nats-url", "nats://a:1,nats://:2"}, "--nats-url"},
+	{[]string{"--js-domain", "a b"}, `--js-domain "a b"`},
+	{[]string{"--store-sync", "0s"}, `--store-sync "0s"`},
+	{[]string{"--store-sync", "sometimes"}, `--store-sync "sometimes"`},
+	{[]string{"--server-name", "my server"}, `--server-name "my server"`},
+	{[]string{"--data-dir", ""}, "--data-dir must not be empty"},
+	{[]string{"--log-format", "xml"}, `--log-format "xml"`},
+	{[]string{"--log-level", "loud"}, `--log-level "loud"`},
+	{[]string{"--leaf-credentials", "x.creds"}, "--leaf-credentials needs --leaf-remote"},
+	{[]string{"--no-such-flag"}, "no-such-flag"},
+}
+
+// TestServeRefusesBadFlags runs the real command line in-process with each
+// bad flag: it must fail with ExitUsage and a message naming the flag,
+// before it starts anything (no data directory appears).
+func TestServeRefusesBadFlags(t *testing.T) {
+	for _, tc := range badServeFlags {
+		dataDir := filepath.Join(t.TempDir(), "data")
+		args := []string{"sserelay", "serve", "--jwt-secret", "s", "--data-dir", dataDir, "--listen", "127.0.0.1:0", "--nats-listen", "off"}
+		var stderr bytes.Buffer
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second) // ends a serve that started
+		code := Main(ctx, append(args, tc.args...), &stderr)
+		cancel()
+		msg := stderr.String()
+		if code != ExitUsage || !strings.Contains(msg, tc.want) {
+			t.Errorf("serve %q: exit %d, stderr %q; want exit %d and %q", tc.args, code, msg, ExitUsage, tc.want)
+		}
+		if _, err := os.Stat(dataDir); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("serve %q: data dir exists (%v): it started before refusing", tc.args, err)
+		}
+	}
+}
+
+// TestServeRefusesBadEnv: the SSERELAY_ variables go through the same checks.
+func TestServeRefusesBadEnv(t *testing.T) {
+	for env, want := range map[string]string{
+		"SSERELAY_KEEPALIVE=-1ms": "--keepalive -1ms",
+		"SSERELAY_RETRY=nope":     "SSERELAY_RETRY",
+		"SSERELAY_JWT_SECRET=":    "no key to verify tokens",
+	} {
+		t.Run(env, func(t *testing.T) {
+			name, value, _ := strings.Cut(env, "=")
+			t.Setenv(name, value)
+			args := []string{"sserelay", "serve", "--data-dir", filepath.Join(t.TempDir(), "d"), "--nats-listen", "off"}
+			if name != "SSERELAY_JWT_SECRET" {
+				args = append(args, "--jwt-secret", "s")
+			}
+			var stderr bytes.Buffer
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			if code := Main(ctx, args, &stderr); code != ExitUsage || !strings.Contains(stderr.String(), want) {
+				t.Errorf("exit %d, stderr %q; want exit %d and %q", code, stderr.String(), ExitUsage, want)
+			}
+		})
+	}
+}
+
+// TestServeBadFlagBinary: what a user sees from the built binary.
+func TestServeBadFlagBinary(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, sserelayBin(t), "serve", "--jwt-secret", "s", "--data-dir", t.TempDir(), "--retry", "-1ms")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	err := cmd.Run()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != ExitUsage {
+		t.Fatalf("exit: %v, want status %d; stderr %q", err, ExitUsage, stderr.String())
+	}
+	if got := stderr.String(); got != "sserelay: --retry -1ms: want a positive duration up to 1h0m0s\n" {
+		t.Errorf("stderr %q", got)
+	}
+}
+
+// TestServeGoodFlagsPass: the edges of what is valid stay valid.
+func TestServeGoodFlagsPass(t *testing.T) {
+	cfg, flags := parseServe(t, "--jwt-secret", "s", "--ring-events", "-1", "--token-cache", "-1", "--max-streams", "0",
+		"--retention-max-bytes", "-1", "--retention-max-msgs", "-1", "--nats-listen", "off", "--listen", ":0",
+		"--cors-origins", "*, https://a.example", "--store-sync", "always", "--retry", "1h", "--keepalive", "10ms",
+		"--nats-url", "nats://a:4222, tls://b:4443,c:4222", "--stream-replicas", "5", "--log-level", "debug", "--debug-listen", "127.0.0.1:0")
+	if err := validate(cfg, flags); err != nil {
+		t.Fatal(err)
+	}
+	if err := validate(parseServe(t, "--jwt-secret", "s")); err != nil {
+		t.Fatalf("defaults: %v", err)
+	}
+}
