@@ -35,6 +35,19 @@ func metricsFlags(m *metricsConfig) []cli.Flag {
 	}
 }
 
+// check reports flags that need --metrics-listen without it.
+func (m metricsConfig) check() error {
+	if m.Listen == "" {
+		switch {
+		case m.PProf:
+			return errors.New("--metrics-pprof needs --metrics-listen")
+		case m.ListenOnly:
+			return errors.New("--metrics-listen-only needs --metrics-listen (or the metrics would be served nowhere)")
+		}
+	}
+	return nil
+}
+
 // newRegistry returns the registry of the relay's metrics, with the Go
 // runtime, process and build metrics every Prometheus dashboard expects.
 func newRegistry() *prometheus.Registry {
@@ -54,13 +67,10 @@ type metricsServer struct{ srv *http.Server }
 // It runs before NATS starts: a busy port fails at once, and start-up can
 // be watched.
 func startMetrics(m metricsConfig, reg *prometheus.Registry, log *slog.Logger) (*metricsServer, error) {
+	if err := m.check(); err != nil {
+		return nil, err
+	}
 	if m.Listen == "" {
-		switch {
-		case m.PProf:
-			return nil, errors.New("--metrics-pprof needs --metrics-listen")
-		case m.ListenOnly:
-			return nil, errors.New("--metrics-listen-only needs --metrics-listen (or the metrics would be served nowhere)")
-		}
 		return &metricsServer{}, nil
 	}
 	ln, err := net.Listen("tcp", m.Listen)

@@ -75,7 +75,7 @@ func validate(cfg *serveConfig, flags []cli.Flag) error {
 	}{
 		{"listen", cfg.HTTP.Listen, checkAddr(cfg.HTTP.Listen)},
 		{"nats-listen", cfg.Embedded.Listen, checkAddrOr(cfg.Embedded.Listen, "off")},
-		{"debug-listen", cfg.DebugListen, checkAddrOr(cfg.DebugListen, "")},
+		{"metrics-listen", cfg.Metrics.Listen, checkAddrOr(cfg.Metrics.Listen, "")},
 		{"nats-url", cfg.NATS.URL, checkNATSURLs(cfg.NATS.URL)},
 		{"store-sync", cfg.Embedded.StoreSync, checkStoreSync(cfg.Embedded.StoreSync)},
 		{"server-name", cfg.Embedded.ServerName, noSpace(cfg.Embedded.ServerName)},
@@ -92,6 +92,12 @@ func validate(cfg *serveConfig, flags []cli.Flag) error {
 	}
 	if t := cfg.Tokens; t.Secret == "" && t.PublicKeyFile == "" && t.JWKSURL == "" {
 		return errors.New("no key to verify tokens with: set --jwt-secret, --jwt-public-key or --jwks-url")
+	}
+	if (cfg.HTTP.TLSCert == "") != (cfg.HTTP.TLSKey == "") {
+		return errors.New("--tls-cert and --tls-key go together")
+	}
+	if err := cfg.Metrics.check(); err != nil {
+		return err
 	}
 	if _, err := leafOptions(cfg); err != nil {
 		return err

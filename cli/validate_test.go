@@ -57,7 +57,9 @@ var badServeFlags = []struct {
 	{[]string{"--listen", "127.0.0.1:99999"}, `--listen "127.0.0.1:99999"`},
 	{[]string{"--nats-listen", ""}, "--nats-listen must not be empty"},
 	{[]string{"--nats-listen", "localhost"}, `--nats-listen "localhost"`},
-	{[]string{"--debug-listen", "6060"}, `--debug-listen "6060"`},
+	{[]string{"--metrics-listen", "9090"}, `--metrics-listen "9090"`},
+	{[]string{"--metrics-pprof"}, "--metrics-pprof needs --metrics-listen"},
+	{[]string{"--tls-cert", "c.pem"}, "--tls-cert and --tls-key go together"},
 	{[]string{"--nats-url", "http://nats:4222"}, `--nats-url "http://nats:4222"`},
 	{[]string{"--nats-url", "nats://a:1,nats://:2"}, "--nats-url"},
 	{[]string{"--js-domain", "a b"}, `--js-domain "a b"`},
@@ -138,7 +140,7 @@ func TestServeGoodFlagsPass(t *testing.T) {
 	cfg, flags := parseServe(t, "--jwt-secret", "s", "--ring-events", "-1", "--token-cache", "-1", "--max-streams", "0",
 		"--retention-max-bytes", "-1", "--retention-max-msgs", "-1", "--nats-listen", "off", "--listen", ":0",
 		"--cors-origins", "*, https://a.example", "--store-sync", "always", "--retry", "1h", "--keepalive", "10ms",
-		"--nats-url", "nats://a:4222, tls://b:4443,c:4222", "--stream-replicas", "5", "--log-level", "debug", "--debug-listen", "127.0.0.1:0")
+		"--nats-url", "nats://a:4222, tls://b:4443,c:4222", "--stream-replicas", "5", "--log-level", "debug", "--metrics-listen", "127.0.0.1:0", "--metrics-pprof")
 	if err := validate(cfg, flags); err != nil {
 		t.Fatal(err)
 	}
