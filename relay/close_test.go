@@ -40,7 +40,7 @@ func TestStreamsClosedByReason(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	closed := func(r closeReason) float64 {
-		return e.epMetric(`sserelay_streams_closed_total{reason="` + r.String() + `"}`)
+		return e.metric(`sserelay_streams_closed_total{reason="` + r.String() + `"}`)
 	}
 	for r := range numCloseReasons {
 		if n := closed(r); n != 0 {
@@ -51,23 +51,23 @@ func TestStreamsClosedByReason(t *testing.T) {
 	gone := e.open("app_id=demo", bearer(token(t, "alice")))
 	gone.Connected(t)
 	gone.Close()
-	epEventually(t, "client-gone counted", func() bool { return closed(closeClientGone) == 1 })
+	eventually(t, waitLong, "client-gone counted", func() bool { return closed(closeClientGone) == 1 })
 
 	exp := time.Now().Add(2 * time.Second) // exp has one-second precision: 1 to 2 s from now
-	expiring := e.open("app_id=demo", bearer(token(t, "bob", epExpires(exp))))
+	expiring := e.open("app_id=demo", bearer(token(t, "bob", claimExpires(exp))))
 	expiring.Connected(t)
 	if ev := expiring.MustNext(t); ev.Event != EventTokenExpired {
 		t.Fatalf("got %+v, want %s", ev, EventTokenExpired)
 	}
-	epEventually(t, "token-expired counted", func() bool { return closed(closeTokenExpired) == 1 })
+	eventually(t, waitLong, "token-expired counted", func() bool { return closed(closeTokenExpired) == 1 })
 
 	drained := e.open("app_id=demo", bearer(token(t, "carol")))
 	drained.Connected(t)
 	e.relay.Drain()
-	epEventually(t, "draining counted", func() bool { return closed(closeDraining) == 1 })
+	eventually(t, waitLong, "draining counted", func() bool { return closed(closeDraining) == 1 })
 	refused := e.open("app_id=demo", bearer(token(t, "dave"))) // sent away while draining: counted too
-	_ = epReadRest(t, refused)
-	epEventually(t, "refused stream counted", func() bool { return closed(closeDraining) == 2 })
+	_ = refused.ReadRest(t)
+	eventually(t, waitLong, "refused stream counted", func() bool { return closed(closeDraining) == 2 })
 
 	for _, r := range []closeReason{closeClientGone, closeTokenExpired} {
 		if n := closed(r); n != 1 {

@@ -1,7 +1,6 @@
 package relay
 
 import (
-	"context"
 	"fmt"
 	"net"
 	"strings"
@@ -73,7 +72,7 @@ func newTestCluster(t testing.TB, n int) *testCluster {
 			s.WaitForShutdown()
 		}
 	})
-	waitFor(t, 20*time.Second, "a JetStream meta leader", func() bool {
+	eventually(t, 20*time.Second, "a JetStream meta leader", func() bool {
 		for _, s := range c.servers {
 			if s.Running() && s.JetStreamIsLeader() {
 				return true
@@ -143,18 +142,4 @@ func (c *testCluster) connect(url string) *nats.Conn {
 	}
 	c.t.Cleanup(nc.Close)
 	return nc
-}
-
-// waitFor polls cond until it holds or d passes.
-func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	defer cancel()
-	for !cond() {
-		select {
-		case <-ctx.Done():
-			t.Fatalf("timed out after %s waiting for %s", d, what)
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
 }

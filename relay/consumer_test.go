@@ -28,7 +28,7 @@ func newClusterEnv(t *testing.T) *clusterEnv {
 	e.js, _ = jetstream.New(e.pub)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	waitFor(t, 20*time.Second, "the R3 stream", func() bool {
+	eventually(t, 20*time.Second, "the R3 stream", func() bool {
 		_, err := EnsureStream(ctx, e.js, e.stream)
 		return err == nil
 	})
@@ -61,7 +61,7 @@ func newClusterEnv(t *testing.T) *clusterEnv {
 func (e *clusterEnv) consumerNode() string {
 	e.t.Helper()
 	var node string
-	waitFor(e.t, 20*time.Second, "the relay's consumer to have a leader", func() bool {
+	eventually(e.t, 20*time.Second, "the relay's consumer to have a leader", func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
 		s, err := e.js.Stream(ctx, "SSE")
@@ -145,18 +145,18 @@ func TestConsumerReplacedWhenItsNodeGoes(t *testing.T) {
 	s := e.open("app_id=app", bearer(token(t, "alice")))
 	s.Connected(t)
 	p := startPublisher(t, e.js, "sse.app.alice")
-	waitFor(t, 20*time.Second, "some events", func() bool { return p.count() >= 20 })
+	eventually(t, 20*time.Second, "some events", func() bool { return p.count() >= 20 })
 
 	node := e.consumerNode()
 	before := e.relay.metrics.replacedTotal()
 	stopped := time.Now()
 	e.cluster.byName(node).Shutdown()
-	waitFor(t, 60*time.Second, "the consumer to be replaced", func() bool {
+	eventually(t, 60*time.Second, "the consumer to be replaced", func() bool {
 		return e.relay.metrics.replacedTotal() > before && e.relay.Ready() == nil
 	})
 	t.Logf("consumer on %s replaced %s after its server stopped", node, time.Since(stopped).Round(time.Millisecond))
 	n := p.count()
-	waitFor(t, 60*time.Second, "events after the replacement", func() bool { return p.count() >= n+20 })
+	eventually(t, 60*time.Second, "events after the replacement", func() bool { return p.count() >= n+20 })
 	p.halt()
 
 	p.expectAll(t, s)
@@ -188,7 +188,7 @@ func TestConsumerUnreadyWithoutQuorum(t *testing.T) {
 	s := e.open("app_id=app", bearer(token(t, "carol")))
 	s.Connected(t)
 	p := startPublisher(t, e.js, "sse.app.carol")
-	waitFor(t, 20*time.Second, "some events", func() bool { return p.count() >= 10 })
+	eventually(t, 20*time.Second, "some events", func() bool { return p.count() >= 10 })
 
 	node := e.consumerNode()
 	stopped := []string{node}
@@ -201,7 +201,7 @@ func TestConsumerUnreadyWithoutQuorum(t *testing.T) {
 	for _, name := range stopped {
 		e.cluster.stop(name)
 	}
-	waitFor(t, 30*time.Second, "readiness to fail", func() bool { return e.relay.Ready() != nil })
+	eventually(t, 30*time.Second, "readiness to fail", func() bool { return e.relay.Ready() != nil })
 	// Still unready a while later: nothing can be created without a leader.
 	time.Sleep(3 * time.Second)
 	if e.relay.Ready() == nil {
@@ -210,9 +210,9 @@ func TestConsumerUnreadyWithoutQuorum(t *testing.T) {
 	for _, name := range stopped {
 		e.cluster.restart(name)
 	}
-	waitFor(t, 60*time.Second, "readiness to return", func() bool { return e.relay.Ready() == nil })
+	eventually(t, 60*time.Second, "readiness to return", func() bool { return e.relay.Ready() == nil })
 	n := p.count()
-	waitFor(t, 60*time.Second, "events after the servers came back", func() bool { return p.count() >= n+10 })
+	eventually(t, 60*time.Second, "events after the servers came back", func() bool { return p.count() >= n+10 })
 	p.halt()
 	p.expectAll(t, s)
 }
@@ -230,7 +230,7 @@ func TestConsumerReplacedWhenDeleted(t *testing.T) {
 	if err := e.js.DeleteConsumer(ctx, "SSE", e.relay.ConsumerName()); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 30*time.Second, "the consumer to be replaced", func() bool { return e.relay.metrics.replacedTotal() > 0 })
+	eventually(t, 30*time.Second, "the consumer to be replaced", func() bool { return e.relay.metrics.replacedTotal() > 0 })
 	var want []uint64
 	for i := range 5 {
 		want = append(want, e.publish("sse.app.bob", strconv.Itoa(i)))

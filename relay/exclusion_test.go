@@ -13,16 +13,16 @@ import (
 func TestExclusionSkipsSender(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	tok := token(t, "alice", epPublishTo("demo"))
+	tok := token(t, "alice", claimPublish("demo"))
 	s1 := e.open("app_id=demo", bearer(tok))
-	id1 := epConnected(t, s1).ConnectionID
+	id1 := s1.Hello(t).ConnectionID
 	s2 := e.open("app_id=demo", bearer(tok))
-	id2 := epConnected(t, s2).ConnectionID
+	id2 := s2.Hello(t).ConnectionID
 	if id1 == id2 {
 		t.Fatalf("two streams got the same connection id %q", id1)
 	}
-	viaHTTP := epSeq(t, e.epPost(t, tok, `{"app_id":"demo","feed":"alice","data":"mine"}`, "X-Connection-Id", id1))
-	viaBody := epSeq(t, e.epPost(t, tok, `{"app_id":"demo","feed":"alice","data":"mine too","connection_id":"`+id1+`"}`))
+	viaHTTP := wantSeq(t, e.post(t, tok, `{"app_id":"demo","feed":"alice","data":"mine"}`, "X-Connection-Id", id1))
+	viaBody := wantSeq(t, e.post(t, tok, `{"app_id":"demo","feed":"alice","data":"mine too","connection_id":"`+id1+`"}`))
 	viaNATS := e.publish("sse.demo.alice.t", "mine via NATS", HeaderConnectionID, id1)
 	toS1 := e.publish("sse.demo.alice", "from s2", HeaderConnectionID, id2)
 	forAll := e.publish("sse.demo.alice", "everyone")
@@ -42,7 +42,7 @@ func TestExclusionSurvivesReconnect(t *testing.T) {
 	e := newEnv(t, withConfig(func(c *Config) { c.ReplayBatch = 7 }))
 	tok := token(t, "alice")
 	s1 := e.open("app_id=demo", bearer(tok))
-	id := epConnected(t, s1).ConnectionID
+	id := s1.Hello(t).ConnectionID
 	var want []uint64 // what s1 must get, in order
 	pub := func(i int) {
 		own := i%3 == 1
@@ -67,7 +67,7 @@ func TestExclusionSurvivesReconnect(t *testing.T) {
 	s1.ExpectIDs(t, want...)
 	last := want[len(want)-1]
 	s1.Close()
-	e.epWaitOpen(0)
+	e.waitOpen(0)
 
 	// Offline: the client misses these.
 	want = want[:0]
@@ -75,7 +75,7 @@ func TestExclusionSurvivesReconnect(t *testing.T) {
 		pub(i)
 	}
 	r := e.open("app_id=demo&connection_id="+id, http.Header{"Authorization": {"Bearer " + tok}, "Last-Event-Id": {strconv.FormatUint(last, 10)}})
-	if h := epConnected(t, r); h.ConnectionID != id {
+	if h := r.Hello(t); h.ConnectionID != id {
 		t.Fatalf("reconnect got connection id %q, want %q", h.ConnectionID, id)
 	}
 	if got := r.Resp.Header.Get("X-Connection-Id"); got != id {
@@ -90,7 +90,7 @@ func TestExclusionSurvivesReconnect(t *testing.T) {
 	r.ExpectIDs(t, end)
 
 	// A poll with the same connection_id leaves out the same events.
-	p := e.epPoll(t, "app_id=demo&poll=1&connection_id="+id+"&last_event_id="+strconv.FormatUint(last, 10), bearer(tok))
+	p := e.poll(t, "app_id=demo&poll=1&connection_id="+id+"&last_event_id="+strconv.FormatUint(last, 10), bearer(tok))
 	var got []string
 	for _, ev := range p.Events {
 		got = append(got, ev.ID)
@@ -119,7 +119,7 @@ func TestExclusionSharedProposedID(t *testing.T) {
 	a := e.open("app_id=demo&connection_id="+shared, bearer(tok))
 	b := e.open("app_id=demo&connection_id="+shared, bearer(tok))
 	for _, s := range []*sseStream{a, b} {
-		if h := epConnected(t, s); h.ConnectionID != shared || s.Resp.Header.Get("X-Connection-Id") != shared {
+		if h := s.Hello(t); h.ConnectionID != shared || s.Resp.Header.Get("X-Connection-Id") != shared {
 			t.Fatalf("proposed id not kept: connected %q, header %q", h.ConnectionID, s.Resp.Header.Get("X-Connection-Id"))
 		}
 	}
@@ -141,17 +141,17 @@ func TestExclusionSharedProposedID(t *testing.T) {
 func TestExclusionOtherUserCannotBorrowID(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	alice := token(t, "alice", epFeeds("room"))
-	bob := token(t, "bob", epFeeds("room"), epPublishTo("demo"))
+	alice := token(t, "alice", claimFeeds("room"))
+	bob := token(t, "bob", claimFeeds("room"), claimPublish("demo"))
 	a := e.open("app_id=demo&feed=room&feed=alice", bearer(alice))
-	idA := epConnected(t, a).ConnectionID
+	idA := a.Hello(t).ConnectionID
 	b := e.open("app_id=demo&feed=room&connection_id="+idA, bearer(bob))
-	idB := epConnected(t, b).ConnectionID
+	idB := b.Hello(t).ConnectionID
 	if got := b.Resp.Header.Get("X-Connection-Id"); got != idB {
 		t.Fatalf("B's X-Connection-Id %q, connected says %q", got, idB)
 	}
 	// B publishes to the shared room as its own tab: B is skipped, A is not.
-	seq := epSeq(t, e.epPost(t, bob, `{"app_id":"demo","feed":"room","data":"hi from bob"}`, "X-Connection-Id", idB))
+	seq := wantSeq(t, e.post(t, bob, `{"app_id":"demo","feed":"room","data":"hi from bob"}`, "X-Connection-Id", idB))
 	after := e.publish("sse.demo.room", "after")
 	b.ExpectIDs(t, after)
 	ev := a.MustNext(t)
@@ -179,7 +179,7 @@ func TestExclusionGeneratedID(t *testing.T) {
 	seen := map[string]bool{}
 	for range 4 {
 		s := e.open("app_id=demo", bearer(tok))
-		h := epConnected(t, s)
+		h := s.Hello(t)
 		if !epConnIDPattern.MatchString(h.ConnectionID) {
 			t.Fatalf("generated connection id %q is not 22 URL-safe characters", h.ConnectionID)
 		}
@@ -193,11 +193,11 @@ func TestExclusionGeneratedID(t *testing.T) {
 		s.Close()
 	}
 	// Polls get one too, and a proposed id is kept.
-	r := e.epGetEvents(t, "app_id=demo&poll=1", bearer(tok))
+	r := e.getEvents(t, "app_id=demo&poll=1", bearer(tok))
 	if id := r.Header.Get("X-Connection-Id"); !epConnIDPattern.MatchString(id) || seen[id] {
 		t.Fatalf("poll connection id %q", id)
 	}
-	r = e.epGetEvents(t, "app_id=demo&poll=1&connection_id=my-own-id", bearer(tok))
+	r = e.getEvents(t, "app_id=demo&poll=1&connection_id=my-own-id", bearer(tok))
 	if id := r.Header.Get("X-Connection-Id"); id != "my-own-id" {
 		t.Fatalf("poll with a proposed id got %q", id)
 	}

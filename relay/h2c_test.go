@@ -1,7 +1,6 @@
 package relay
 
 import (
-	"bufio"
 	"context"
 	"net"
 	"net/http"
@@ -38,19 +37,13 @@ func TestHTTP2Stream(t *testing.T) {
 	client := &http.Client{Transport: tr}
 
 	first := e.publish("sse.demo.alice", "one")
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+ln.Addr().String()+"/v1/events?app_id=demo&last_event_id="+itoa(first-1), nil)
-	req.Header.Set("Authorization", "Bearer "+token(t, "alice"))
-	resp, err := client.Do(req)
+	s, err := openURL(t, client, "http://"+ln.Addr().String()+"/v1/events?app_id=demo&last_event_id="+itoa(first-1), bearer(token(t, "alice")))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer resp.Body.Close()
-	if resp.ProtoMajor != 2 || resp.StatusCode != http.StatusOK || resp.Header.Get("X-Connection-Id") == "" {
+	if resp := s.Resp; resp.ProtoMajor != 2 || resp.Header.Get("X-Connection-Id") == "" {
 		t.Fatalf("got %s %d, X-Connection-Id %q", resp.Proto, resp.StatusCode, resp.Header.Get("X-Connection-Id"))
 	}
-	s := &sseStream{Resp: resp, br: bufio.NewReader(resp.Body), cancel: cancel}
 	s.Connected(t)
 	s.ExpectIDs(t, first) // replayed
 	live := e.publish("sse.demo.alice", "two")

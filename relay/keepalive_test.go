@@ -2,6 +2,7 @@ package relay
 
 import (
 	"bytes"
+	"fmt"
 	"net"
 	"net/http"
 	"strconv"
@@ -67,18 +68,12 @@ func TestKeepaliveWhileWaitingForReplay(t *testing.T) {
 	}
 	bobs := e.publish("sse.demo.bob", "for bob")
 	e.waitCursor(bobs)
-	stalled := rsOpenRaw(t, e, "app_id=demo", http.Header{"Authorization": {"Bearer " + token(t, "alice")}, "Last-Event-Id": {strconv.FormatUint(base, 10)}}, rsSmallRcvBuf)
+	stalled := e.openRaw(t, "app_id=demo", http.Header{"Authorization": {"Bearer " + token(t, "alice")}, "Last-Event-Id": {strconv.FormatUint(base, 10)}}, smallRcvBuf)
 	defer stalled.Close() // ends the blocked replay
-	if _, err := rsReadUntil(stalled, 10*time.Second, func(ev sseEvent) bool { return ev.ID != "" }); err != nil {
+	if _, err := stalled.ReadUntil(10*time.Second, func(ev sseEvent) bool { return ev.ID != "" }); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(15 * time.Second)
-	for len(e.relay.replaySlots) < 1 {
-		if time.Now().After(deadline) {
-			t.Fatal("the stalled resume holds no replay slot")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	eventually(t, waitLong, "the stalled resume to hold a replay slot", func() bool { return len(e.relay.replaySlots) >= 1 })
 	a := openArrivals(t, e, "app_id=demo", token(t, "bob"), "Last-Event-ID: "+strconv.FormatUint(base, 10)+"\r\n")
 	a.waitFor(t, ": keepalive", 2)
 	if strings.Contains(a.String(), "for bob") {
@@ -142,24 +137,20 @@ func openArrivals(t *testing.T, e *testEnv, query, tok, hdr string) *arrivals {
 // waitFor waits until s occurs n times in the bytes read.
 func (a *arrivals) waitFor(t *testing.T, s string, n int) {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for {
+	eventually(t, waitLong, fmt.Sprintf("%d× %q", n, s), func() bool {
 		a.mu.Lock()
 		got := strings.Count(a.all.String(), s)
 		a.mu.Unlock()
 		if got >= n {
-			return
+			return true
 		}
 		select {
 		case <-a.done:
 			t.Fatalf("stream ended before %d× %q:\n%s", n, s, a.String())
 		default:
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no %d× %q within 15 s:\n%s", n, s, a.String())
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return false
+	})
 }
 
 // gaps returns the time between consecutive arrivals, from the first one

@@ -11,122 +11,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 
 	"github.com/sserelay/sserelay/relay/sse"
 )
-
-// scraped is one GET /metrics, parsed.
-type scraped map[string]*dto.MetricFamily
-
-// scrapeURL gets url (a /metrics endpoint) over a new connection and parses
-// the text format as Prometheus does.
-func scrapeURL(t testing.TB, url string) scraped {
-	t.Helper()
-	tr := &http.Transport{DisableKeepAlives: true}
-	defer tr.CloseIdleConnections()
-	resp, err := (&http.Client{Transport: tr, Timeout: 10 * time.Second}).Get(url)
-	if err != nil {
-		t.Fatalf("GET %s: %v", url, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("GET %s: %d", url, resp.StatusCode)
-	}
-	p := expfmt.NewTextParser(model.UTF8Validation)
-	fams, err := p.TextToMetricFamilies(resp.Body)
-	if err != nil {
-		t.Fatalf("GET %s: %v", url, err)
-	}
-	return fams
-}
-
-func (e *testEnv) scrape() scraped { return scrapeURL(e.t, e.url+"/metrics") }
-
-// samples returns the samples of the family named in sel that carry the
-// labels of sel: `name` or `name{label="value",...}`.
-func (s scraped) samples(t testing.TB, sel string) []*dto.Metric {
-	t.Helper()
-	name, labels, _ := strings.Cut(sel, "{")
-	want := map[string]string{}
-	if labels = strings.TrimSuffix(labels, "}"); labels != "" {
-		for kv := range strings.SplitSeq(labels, ",") {
-			k, v, _ := strings.Cut(kv, "=")
-			uq, err := strconv.Unquote(v)
-			if err != nil {
-				t.Fatalf("selector %s: %v", sel, err)
-			}
-			want[k] = uq
-		}
-	}
-	fam, ok := s[name]
-	if !ok {
-		t.Fatalf("metric %s not in /metrics", name)
-	}
-	var out []*dto.Metric
-next:
-	for _, m := range fam.GetMetric() {
-		n := 0
-		for _, l := range m.GetLabel() {
-			if v, ok := want[l.GetName()]; ok {
-				if v != l.GetValue() {
-					continue next
-				}
-				n++
-			}
-		}
-		if n == len(want) {
-			out = append(out, m)
-		}
-	}
-	if len(out) == 0 {
-		t.Fatalf("no sample %s in /metrics", sel)
-	}
-	return out
-}
-
-// value returns the sum of the counter, gauge or untyped samples of sel.
-func (s scraped) value(t testing.TB, sel string) float64 {
-	t.Helper()
-	var v float64
-	for _, m := range s.samples(t, sel) {
-		switch {
-		case m.Counter != nil:
-			v += m.Counter.GetValue()
-		case m.Gauge != nil:
-			v += m.Gauge.GetValue()
-		case m.Untyped != nil:
-			v += m.Untyped.GetValue()
-		default:
-			t.Fatalf("%s is not a counter or gauge", sel)
-		}
-	}
-	return v
-}
-
-// histogram returns the observation count and sum of the histogram sel.
-func (s scraped) histogram(t testing.TB, sel string) (count uint64, sum float64) {
-	t.Helper()
-	for _, m := range s.samples(t, sel) {
-		if m.Histogram == nil {
-			t.Fatalf("%s is not a histogram", sel)
-		}
-		count += m.Histogram.GetSampleCount()
-		sum += m.Histogram.GetSampleSum()
-	}
-	return count, sum
-}
-
-// want checks samples by value: selector -> value.
-func (s scraped) want(t testing.TB, want map[string]float64) {
-	t.Helper()
-	for sel, v := range want {
-		if got := s.value(t, sel); got != v {
-			t.Errorf("%s = %v, want %v", sel, got, v)
-		}
-	}
-}
 
 // The metrics after a scripted workload, by value: deliveries, bytes, the
 // latency histogram, replays by source, resets, publish status codes, the
@@ -134,7 +21,7 @@ func (s scraped) want(t testing.TB, want map[string]float64) {
 func TestMetricsByValue(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, withConfig(func(c *Config) { c.MaxPublishBytes = 512 }))
-	alice := token(t, "alice", epPublishTo("demo"))
+	alice := token(t, "alice", claimPublish("demo"))
 	s := e.scrape()
 	if n, _ := s.histogram(t, "sserelay_dispatch_latency_seconds"); n != 0 {
 		t.Fatalf("dispatch latency count %d before any event", n)
@@ -152,7 +39,7 @@ func TestMetricsByValue(t *testing.T) {
 	first := e.publish("sse.demo.alice", "x")
 	all.ExpectIDs(t, first)
 	frame := float64(len(sse.AppendEvent(nil, first, "", []byte("x"))))
-	epEventually(t, "bytes of one event counted", func() bool {
+	eventually(t, waitLong, "bytes of one event counted", func() bool {
 		return e.scrape().value(t, "sserelay_bytes_written_total") == before+frame
 	})
 
@@ -173,7 +60,7 @@ func TestMetricsByValue(t *testing.T) {
 		if tok != "" {
 			hdr.Set("Authorization", "Bearer "+tok)
 		}
-		return epDo(t, http.MethodPost, e.url+"/v1/publish", hdr, body).Status
+		return do(t, http.MethodPost, e.url+"/v1/publish", hdr, body).Status
 	}
 	for _, p := range []struct {
 		tok, body string
@@ -205,7 +92,7 @@ func TestMetricsByValue(t *testing.T) {
 	}
 
 	const delivered = 1 + 5 + 5 + 2 + 7 // all, topic, all's HTTP events, resumed
-	epEventually(t, "deliveries counted", func() bool {
+	eventually(t, waitLong, "deliveries counted", func() bool {
 		return e.scrape().value(t, "sserelay_events_delivered_total") == delivered
 	})
 	s = e.scrape()
@@ -240,7 +127,7 @@ func TestMetricsByValue(t *testing.T) {
 	for range 3 {
 		held = append(held, e.publish("sse.demo.carol", "held"))
 	}
-	probe := epDo(t, http.MethodGet, e.url+"/readyz", nil, "")
+	probe := do(t, http.MethodGet, e.url+"/readyz", nil, "")
 	lagHeld := e.scrape().value(t, "sserelay_consumer_lag")
 	e.relay.hub.mu.Unlock()
 	if probe.Status != http.StatusOK || lagHeld != 3 {
@@ -253,11 +140,11 @@ func TestMetricsByValue(t *testing.T) {
 
 	// One client leaves, the drain closes the other three.
 	all.Close()
-	epEventually(t, "client-gone counted", func() bool {
-		return e.epMetric(`sserelay_streams_closed_total{reason="client-gone"}`) == 1
+	eventually(t, waitLong, "client-gone counted", func() bool {
+		return e.metric(`sserelay_streams_closed_total{reason="client-gone"}`) == 1
 	})
 	e.relay.Drain()
-	epEventually(t, "all streams closed", func() bool { return e.epMetric("sserelay_open_streams") == 0 })
+	eventually(t, waitLong, "all streams closed", func() bool { return e.metric("sserelay_open_streams") == 0 })
 	e.scrape().want(t, map[string]float64{
 		`sserelay_streams_closed_total{reason="client-gone"}`: 1, `sserelay_streams_closed_total{reason="draining"}`: 3,
 		`sserelay_streams_closed_total{reason="write-error"}`: 0, "sserelay_streams_closed_total": 4,
@@ -275,7 +162,7 @@ func TestMetricsRegistry(t *testing.T) {
 	app.Add(7)
 	e := newEnv(t, withConfig(func(c *Config) { c.Registry = reg; c.NoMetrics = true }))
 
-	if r := epDo(t, http.MethodGet, e.url+"/metrics", nil, ""); r.Status != http.StatusNotFound {
+	if r := do(t, http.MethodGet, e.url+"/metrics", nil, ""); r.Status != http.StatusNotFound {
 		t.Fatalf("GET /metrics with NoMetrics: %d", r.Status)
 	}
 	private := httpServe(t, e.relay.MetricsHandler())

@@ -1,8 +1,6 @@
 package relay
 
 import (
-	"bytes"
-	"context"
 	"encoding/json"
 	"net/http"
 	"strconv"
@@ -11,101 +9,49 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/sserelay/sserelay/relay/auth"
 )
-
-// epPost sends POST /v1/publish with body; tok "" sends no Authorization.
-// hdrs are extra name, value pairs.
-func (e *testEnv) epPost(t testing.TB, tok, body string, hdrs ...string) epResult {
-	t.Helper()
-	h := http.Header{"Content-Type": {"application/json"}}
-	if tok != "" {
-		h.Set("Authorization", "Bearer "+tok)
-	}
-	for i := 0; i+1 < len(hdrs); i += 2 {
-		h.Set(hdrs[i], hdrs[i+1])
-	}
-	return epDo(t, http.MethodPost, e.url+"/v1/publish", h, body)
-}
-
-// epSeq checks a successful publish and returns its sequence.
-func epSeq(t testing.TB, r epResult) uint64 {
-	t.Helper()
-	if r.Status != http.StatusOK || r.Header.Get("Content-Type") != "application/json" {
-		t.Fatalf("publish: %d %q %s", r.Status, r.Header.Get("Content-Type"), r.Body)
-	}
-	var v struct {
-		Seq uint64 `json:"seq"`
-	}
-	dec := json.NewDecoder(bytes.NewReader(r.Body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&v); err != nil || v.Seq == 0 {
-		t.Fatalf("publish body %s: %v", r.Body, err)
-	}
-	if got := strings.TrimSuffix(string(r.Body), "\n"); got != `{"seq":`+strconv.FormatUint(v.Seq, 10)+`}` {
-		t.Fatalf("publish body %q, want exactly {\"seq\":N}", got)
-	}
-	return v.Seq
-}
-
-// epStored reads a stored message back from the stream.
-func (e *testEnv) epStored(t testing.TB, seq uint64) *jetstream.RawStreamMsg {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	s, err := e.js.Stream(ctx, "SSE")
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := s.GetMsg(ctx, seq)
-	if err != nil {
-		t.Fatalf("get %d: %v", seq, err)
-	}
-	return m
-}
 
 func TestPublishReachesStream(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	pub := token(t, "backend", epPublishTo("demo:*"))
+	pub := token(t, "backend", claimPublish("demo:*"))
 	s := e.open("app_id=demo", bearer(token(t, "alice")))
 	s.Connected(t)
 	topic := e.open("app_id=demo&topic=orders", bearer(token(t, "alice")))
 	topic.Connected(t)
 
-	seq := epSeq(t, e.epPost(t, pub, `{"app_id":"demo","feed":"alice","event":"greet","data":"hello\nworld"}`))
-	epNext(t, s, seq, "greet", "hello\nworld")
-	m := e.epStored(t, seq)
+	seq := wantSeq(t, e.post(t, pub, `{"app_id":"demo","feed":"alice","event":"greet","data":"hello\nworld"}`))
+	s.ExpectNext(t, seq, "greet", "hello\nworld")
+	m := e.stored(t, seq)
 	if m.Subject != "sse.demo.alice" || string(m.Data) != "hello\nworld" || m.Header.Get(HeaderEvent) != "greet" ||
 		m.Header.Get(HeaderConnectionID) != "" || m.Header.Get(HeaderMsgID) != "" {
 		t.Fatalf("stored %s %q %v", m.Subject, m.Data, m.Header)
 	}
-	seq2 := epSeq(t, e.epPost(t, pub, `{"app_id":"demo","feed":"alice","topic":"orders.eu","data":"t"}`))
+	seq2 := wantSeq(t, e.post(t, pub, `{"app_id":"demo","feed":"alice","topic":"orders.eu","data":"t"}`))
 	if seq2 != seq+1 {
 		t.Fatalf("second publish seq %d, want %d", seq2, seq+1)
 	}
-	epNext(t, s, seq2, "", "t")
-	epNext(t, topic, seq2, "", "t")
-	if m := e.epStored(t, seq2); m.Subject != "sse.demo.alice.orders.eu" || m.Header.Get(HeaderEvent) != "" {
+	s.ExpectNext(t, seq2, "", "t")
+	topic.ExpectNext(t, seq2, "", "t")
+	if m := e.stored(t, seq2); m.Subject != "sse.demo.alice.orders.eu" || m.Header.Get(HeaderEvent) != "" {
 		t.Fatalf("stored %s %v", m.Subject, m.Header)
 	}
-	if got := e.epMetric("sserelay_published_total"); got != 2 {
+	if got := e.metric("sserelay_published_total"); got != 2 {
 		t.Fatalf("sserelay_published_total %v, want 2", got)
 	}
 	// Content-Type with parameters is fine, and so is none at all.
-	r := epDo(t, http.MethodPost, e.url+"/v1/publish", http.Header{"Authorization": {"Bearer " + pub}, "Content-Type": {"application/json; charset=utf-8"}},
+	r := do(t, http.MethodPost, e.url+"/v1/publish", http.Header{"Authorization": {"Bearer " + pub}, "Content-Type": {"application/json; charset=utf-8"}},
 		`{"app_id":"demo","feed":"alice","data":"ct"}`)
-	epNext(t, s, epSeq(t, r), "", "ct")
-	r = epDo(t, http.MethodPost, e.url+"/v1/publish", http.Header{"Authorization": {"Bearer " + pub}}, `{"app_id":"demo","feed":"alice","data":"no ct"}`)
-	epNext(t, s, epSeq(t, r), "", "no ct")
+	s.ExpectNext(t, wantSeq(t, r), "", "ct")
+	r = do(t, http.MethodPost, e.url+"/v1/publish", http.Header{"Authorization": {"Bearer " + pub}}, `{"app_id":"demo","feed":"alice","data":"no ct"}`)
+	s.ExpectNext(t, wantSeq(t, r), "", "no ct")
 }
 
 func TestPublishDataEncoding(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	pub := token(t, "backend", epPublishTo("demo:*"))
+	pub := token(t, "backend", claimPublish("demo:*"))
 	s := e.open("app_id=demo", bearer(token(t, "alice")))
 	s.Connected(t)
 	tests := []struct {
@@ -125,11 +71,11 @@ func TestPublishDataEncoding(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			seq := epSeq(t, e.epPost(t, pub, `{"app_id":"demo","feed":"alice","data":`+tt.data+`}`))
-			if m := e.epStored(t, seq); string(m.Data) != tt.want {
+			seq := wantSeq(t, e.post(t, pub, `{"app_id":"demo","feed":"alice","data":`+tt.data+`}`))
+			if m := e.stored(t, seq); string(m.Data) != tt.want {
 				t.Fatalf("stored data %q, want %q", m.Data, tt.want)
 			}
-			epNext(t, s, seq, "", tt.want)
+			s.ExpectNext(t, seq, "", tt.want)
 		})
 	}
 }
@@ -137,24 +83,24 @@ func TestPublishDataEncoding(t *testing.T) {
 func TestPublishDuplicateID(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	pub := token(t, "backend", epPublishTo("demo:*"))
+	pub := token(t, "backend", claimPublish("demo:*"))
 	s := e.open("app_id=demo", bearer(token(t, "alice")))
 	s.Connected(t)
 	body := `{"app_id":"demo","feed":"alice","data":"once","id":"order-17"}`
-	first := epSeq(t, e.epPost(t, pub, body))
-	if m := e.epStored(t, first); m.Header.Get(HeaderMsgID) != "demo.alice.backend.order-17" {
+	first := wantSeq(t, e.post(t, pub, body))
+	if m := e.stored(t, first); m.Header.Get(HeaderMsgID) != "demo.alice.backend.order-17" {
 		t.Fatalf("stored header %v, want Nats-Msg-Id demo.alice.backend.order-17", m.Header)
 	}
-	if again := epSeq(t, e.epPost(t, pub, body)); again != first {
+	if again := wantSeq(t, e.post(t, pub, body)); again != first {
 		t.Fatalf("duplicate id got seq %d, want the original %d", again, first)
 	}
 	// The id alone decides: another payload with the same id is still a duplicate.
-	if again := epSeq(t, e.epPost(t, pub, `{"app_id":"demo","feed":"alice","data":"changed","id":"order-17"}`)); again != first {
+	if again := wantSeq(t, e.post(t, pub, `{"app_id":"demo","feed":"alice","data":"changed","id":"order-17"}`)); again != first {
 		t.Fatalf("duplicate id with other data got seq %d, want %d", again, first)
 	}
-	other := epSeq(t, e.epPost(t, pub, `{"app_id":"demo","feed":"alice","data":"twice","id":"order-18"}`))
-	noID := epSeq(t, e.epPost(t, pub, `{"app_id":"demo","feed":"alice","data":"twice"}`))
-	noID2 := epSeq(t, e.epPost(t, pub, `{"app_id":"demo","feed":"alice","data":"twice"}`))
+	other := wantSeq(t, e.post(t, pub, `{"app_id":"demo","feed":"alice","data":"twice","id":"order-18"}`))
+	noID := wantSeq(t, e.post(t, pub, `{"app_id":"demo","feed":"alice","data":"twice"}`))
+	noID2 := wantSeq(t, e.post(t, pub, `{"app_id":"demo","feed":"alice","data":"twice"}`))
 	if other == first || noID == other || noID2 == noID {
 		t.Fatalf("distinct publishes share a seq: %d %d %d %d", first, other, noID, noID2)
 	}
@@ -164,26 +110,26 @@ func TestPublishDuplicateID(t *testing.T) {
 func TestPublishConnectionIDHeader(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	pub := token(t, "alice", epPublishTo("demo"))
+	pub := token(t, "alice", claimPublish("demo"))
 	s1 := e.open("app_id=demo&connection_id=tab-one-0001", bearer(pub))
 	s1.Connected(t)
 	s2 := e.open("app_id=demo", bearer(pub))
 	s2.Connected(t)
 
 	// The header is used when the body has no connection_id.
-	seq := epSeq(t, e.epPost(t, pub, `{"app_id":"demo","feed":"alice","data":"from tab one"}`, "X-Connection-Id", "tab-one-0001"))
-	if m := e.epStored(t, seq); m.Header.Get(HeaderConnectionID) != "tab-one-0001" {
+	seq := wantSeq(t, e.post(t, pub, `{"app_id":"demo","feed":"alice","data":"from tab one"}`, "X-Connection-Id", "tab-one-0001"))
+	if m := e.stored(t, seq); m.Header.Get(HeaderConnectionID) != "tab-one-0001" {
 		t.Fatalf("stored header %v, want X-Connection-Id tab-one-0001", m.Header)
 	}
 	// The body wins over the header.
-	seq2 := epSeq(t, e.epPost(t, pub, `{"app_id":"demo","feed":"alice","data":"body wins","connection_id":"tab-two-0002"}`, "X-Connection-Id", "tab-one-0001"))
-	if m := e.epStored(t, seq2); m.Header.Get(HeaderConnectionID) != "tab-two-0002" {
+	seq2 := wantSeq(t, e.post(t, pub, `{"app_id":"demo","feed":"alice","data":"body wins","connection_id":"tab-two-0002"}`, "X-Connection-Id", "tab-one-0001"))
+	if m := e.stored(t, seq2); m.Header.Get(HeaderConnectionID) != "tab-two-0002" {
 		t.Fatalf("stored header %v, want X-Connection-Id tab-two-0002", m.Header)
 	}
 	s2.ExpectIDs(t, seq, seq2)
 	s1.ExpectIDs(t, seq2) // seq was its own
 	// A header that is not a valid connection id is refused like the field.
-	epWantError(t, e.epPost(t, pub, `{"app_id":"demo","feed":"alice","data":"x"}`, "X-Connection-Id", "short"),
+	wantError(t, e.post(t, pub, `{"app_id":"demo","feed":"alice","data":"x"}`, "X-Connection-Id", "short"),
 		http.StatusBadRequest, "connection_id must be 8 to 64 characters of [A-Za-z0-9_-]")
 }
 
@@ -258,15 +204,15 @@ func TestPublishBadRequest(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			epWantError(t, e.epPost(t, tok, tt.body), http.StatusBadRequest, tt.want)
+			wantError(t, e.post(t, tok, tt.body), http.StatusBadRequest, tt.want)
 		})
 	}
-	epWantError(t, epDo(t, http.MethodPost, e.url+"/v1/publish", http.Header{"Authorization": {"Bearer " + tok}, "Content-Type": {"text/plain"}}, body(``)),
+	wantError(t, do(t, http.MethodPost, e.url+"/v1/publish", http.Header{"Authorization": {"Bearer " + tok}, "Content-Type": {"text/plain"}}, body(``)),
 		http.StatusUnsupportedMediaType, "content type must be application/json")
-	if got := e.epMetric("sserelay_published_total"); got != 0 {
+	if got := e.metric("sserelay_published_total"); got != 0 {
 		t.Fatalf("sserelay_published_total %v after refusals", got)
 	}
-	if got := e.epMetric("sserelay_cursor"); got != 0 {
+	if got := e.metric("sserelay_cursor"); got != 0 {
 		t.Fatalf("refused publishes reached the stream: cursor %v", got)
 	}
 }
@@ -274,58 +220,58 @@ func TestPublishBadRequest(t *testing.T) {
 func TestPublishUnauthorized(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	tok := token(t, "backend", epPublishTo("*:*"))
+	tok := token(t, "backend", claimPublish("*:*"))
 	body := `{"app_id":"demo","feed":"alice","data":"x"}`
 	const missing = "missing token: publishing needs Authorization: Bearer"
-	epWantError(t, e.epPost(t, "", body), http.StatusUnauthorized, missing)
+	wantError(t, e.post(t, "", body), http.StatusUnauthorized, missing)
 	// Not from a URL nor a cookie: a third-party page could publish as the user.
-	epWantError(t, epDo(t, http.MethodPost, e.url+"/v1/publish?access_token="+tok, http.Header{"Content-Type": {"application/json"}}, body),
+	wantError(t, do(t, http.MethodPost, e.url+"/v1/publish?access_token="+tok, http.Header{"Content-Type": {"application/json"}}, body),
 		http.StatusUnauthorized, missing)
-	epWantError(t, epDo(t, http.MethodPost, e.url+"/v1/publish", http.Header{"Content-Type": {"application/json"}, "Cookie": {"sserelay_token=" + tok}}, body),
+	wantError(t, do(t, http.MethodPost, e.url+"/v1/publish", http.Header{"Content-Type": {"application/json"}, "Cookie": {"sserelay_token=" + tok}}, body),
 		http.StatusUnauthorized, missing)
-	epWantError(t, epDo(t, http.MethodPost, e.url+"/v1/publish", http.Header{"Content-Type": {"application/json"}, "Authorization": {"Basic " + tok}}, body),
+	wantError(t, do(t, http.MethodPost, e.url+"/v1/publish", http.Header{"Content-Type": {"application/json"}, "Authorization": {"Basic " + tok}}, body),
 		http.StatusUnauthorized, missing)
-	epWantError(t, e.epPost(t, epUnsigned("backend"), body), http.StatusUnauthorized, "token algorithm not allowed")
-	epWantError(t, e.epPost(t, token(t, "backend", epPublishTo("*:*"), epExpires(time.Now().Add(-time.Minute))), body), http.StatusUnauthorized, "token expired")
+	wantError(t, e.post(t, unsignedToken("backend"), body), http.StatusUnauthorized, "token algorithm not allowed")
+	wantError(t, e.post(t, token(t, "backend", claimPublish("*:*"), claimExpires(time.Now().Add(-time.Minute))), body), http.StatusUnauthorized, "token expired")
 	other, err := auth.Sign([]byte("another-secret-0123456789abcdef"), auth.Claims{RegisteredClaims: jwt.RegisteredClaims{Subject: "backend"}, Publish: []string{"*:*"}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	epWantError(t, e.epPost(t, other, body), http.StatusUnauthorized, "token signature invalid")
+	wantError(t, e.post(t, other, body), http.StatusUnauthorized, "token signature invalid")
 	// Authentication comes before validation.
-	epWantError(t, e.epPost(t, "", `{`), http.StatusUnauthorized, missing)
-	if got := e.epMetric("sserelay_cursor"); got != 0 {
+	wantError(t, e.post(t, "", `{`), http.StatusUnauthorized, missing)
+	if got := e.metric("sserelay_cursor"); got != 0 {
 		t.Fatalf("refused publishes reached the stream: cursor %v", got)
 	}
 	// The same token in the header works.
-	epSeq(t, e.epPost(t, tok, body))
+	wantSeq(t, e.post(t, tok, body))
 }
 
 func TestPublishForbidden(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	body := func(app string) string { return `{"app_id":"` + app + `","feed":"alice","data":"x"}` }
-	epWantError(t, e.epPost(t, token(t, "alice"), body("demo")), http.StatusForbidden, `token does not grant publishing to app "demo"`)
-	epWantError(t, e.epPost(t, token(t, "alice", epPublishTo()), body("demo")), http.StatusForbidden, `token does not grant publishing to app "demo"`)
-	epWantError(t, e.epPost(t, token(t, "alice", epPublishTo("other")), body("demo")), http.StatusForbidden, `token does not grant publishing to app "demo"`)
-	epWantError(t, e.epPost(t, token(t, "alice", epPublishTo("dem")), body("demo")), http.StatusForbidden, `token does not grant publishing to app "demo"`)
+	wantError(t, e.post(t, token(t, "alice"), body("demo")), http.StatusForbidden, `token does not grant publishing to app "demo"`)
+	wantError(t, e.post(t, token(t, "alice", claimPublish()), body("demo")), http.StatusForbidden, `token does not grant publishing to app "demo"`)
+	wantError(t, e.post(t, token(t, "alice", claimPublish("other")), body("demo")), http.StatusForbidden, `token does not grant publishing to app "demo"`)
+	wantError(t, e.post(t, token(t, "alice", claimPublish("dem")), body("demo")), http.StatusForbidden, `token does not grant publishing to app "demo"`)
 	// The apps claim (for reading) does not grant publishing.
-	epWantError(t, e.epPost(t, token(t, "alice", epApps("demo")), body("demo")), http.StatusForbidden, `token does not grant publishing to app "demo"`)
-	if got := e.epMetric("sserelay_cursor"); got != 0 {
+	wantError(t, e.post(t, token(t, "alice", claimApps("demo")), body("demo")), http.StatusForbidden, `token does not grant publishing to app "demo"`)
+	if got := e.metric("sserelay_cursor"); got != 0 {
 		t.Fatalf("refused publishes reached the stream: cursor %v", got)
 	}
 	// A listed app, and "*" for every app.
-	epSeq(t, e.epPost(t, token(t, "alice", epPublishTo("other", "demo")), body("demo")))
-	star := token(t, "alice", epPublishTo("*"))
+	wantSeq(t, e.post(t, token(t, "alice", claimPublish("other", "demo")), body("demo")))
+	star := token(t, "alice", claimPublish("*"))
 	for _, app := range []string{"demo", "other", "x-y_z"} {
-		epSeq(t, e.epPost(t, star, body(app)))
+		wantSeq(t, e.post(t, star, body(app)))
 	}
 }
 
 func TestPublishTooLarge(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, withConfig(func(c *Config) { c.MaxPublishBytes = 200 }))
-	tok := token(t, "backend", epPublishTo("demo:*"))
+	tok := token(t, "backend", claimPublish("demo:*"))
 	mk := func(n int) string {
 		b := `{"app_id":"demo","feed":"alice","data":"` + strings.Repeat("x", n) + `"}`
 		return b
@@ -334,10 +280,10 @@ func TestPublishTooLarge(t *testing.T) {
 	if len(fits) != 200 {
 		t.Fatalf("test body of %d bytes", len(fits))
 	}
-	epSeq(t, e.epPost(t, tok, fits))
-	epWantError(t, e.epPost(t, tok, mk(201-len(mk(0)))), http.StatusRequestEntityTooLarge, "body larger than 200 bytes")
-	epWantError(t, e.epPost(t, tok, mk(100000)), http.StatusRequestEntityTooLarge, "body larger than 200 bytes")
-	if got := e.epMetric("sserelay_published_total"); got != 1 {
+	wantSeq(t, e.post(t, tok, fits))
+	wantError(t, e.post(t, tok, mk(201-len(mk(0)))), http.StatusRequestEntityTooLarge, "body larger than 200 bytes")
+	wantError(t, e.post(t, tok, mk(100000)), http.StatusRequestEntityTooLarge, "body larger than 200 bytes")
+	if got := e.metric("sserelay_published_total"); got != 1 {
 		t.Fatalf("sserelay_published_total %v, want 1", got)
 	}
 }
@@ -345,18 +291,18 @@ func TestPublishTooLarge(t *testing.T) {
 func TestPublishNATSDown(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	tok := token(t, "backend", epPublishTo("demo:*"))
+	tok := token(t, "backend", claimPublish("demo:*"))
 	body := `{"app_id":"demo","feed":"alice","data":"x","id":"retry-me"}`
-	epSeq(t, e.epPost(t, tok, `{"app_id":"demo","feed":"alice","data":"before"}`))
+	wantSeq(t, e.post(t, tok, `{"app_id":"demo","feed":"alice","data":"before"}`))
 	e.ns.Shutdown() // the harness cleanup calls it again: that is safe
-	epEventually(t, "the relay to see NATS down", func() bool { return !e.nc.IsConnected() })
-	epWantError(t, e.epPost(t, tok, body), http.StatusServiceUnavailable, "event store unavailable, retry with the same id")
-	if got := e.epMetric("sserelay_publish_errors_total"); got != 1 {
+	eventually(t, waitLong, "the relay to see NATS down", func() bool { return !e.nc.IsConnected() })
+	wantError(t, e.post(t, tok, body), http.StatusServiceUnavailable, "event store unavailable, retry with the same id")
+	if got := e.metric("sserelay_publish_errors_total"); got != 1 {
 		t.Fatalf("sserelay_publish_errors_total %v, want 1", got)
 	}
-	epWantError(t, epDo(t, http.MethodGet, e.url+"/readyz", nil, ""), http.StatusServiceUnavailable, "not ready: NATS not connected")
+	wantError(t, do(t, http.MethodGet, e.url+"/readyz", nil, ""), http.StatusServiceUnavailable, "not ready: NATS not connected")
 	// Bad input is still a 400, not a 503.
-	epWantError(t, e.epPost(t, tok, `{"app_id":"demo","feed":"alice"}`), http.StatusBadRequest, "data is required")
+	wantError(t, e.post(t, tok, `{"app_id":"demo","feed":"alice"}`), http.StatusBadRequest, "data is required")
 }
 
 // TestPublishIDScopedToPublisher: the dedup id of POST /v1/publish counts for
@@ -366,27 +312,27 @@ func TestPublishNATSDown(t *testing.T) {
 func TestPublishIDScopedToPublisher(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	alice := token(t, "alice", epPublishTo("app1", "app2"), epFeeds("team"))
-	bob := token(t, "bob", epPublishTo("app2"))
+	alice := token(t, "alice", claimPublish("app1", "app2"), claimFeeds("team"))
+	bob := token(t, "bob", claimPublish("app2"))
 	sa := e.open("app_id=app1", bearer(alice))
 	sa.Connected(t)
 	sb := e.open("app_id=app2", bearer(bob))
 	sb.Connected(t)
 
-	first := epSeq(t, e.epPost(t, alice, `{"app_id":"app1","feed":"alice","data":"alice's","id":"order-42"}`))
-	if again := epSeq(t, e.epPost(t, alice, `{"app_id":"app1","feed":"alice","data":"retry","id":"order-42"}`)); again != first {
+	first := wantSeq(t, e.post(t, alice, `{"app_id":"app1","feed":"alice","data":"alice's","id":"order-42"}`))
+	if again := wantSeq(t, e.post(t, alice, `{"app_id":"app1","feed":"alice","data":"retry","id":"order-42"}`)); again != first {
 		t.Fatalf("alice's retry got seq %d, want the original %d", again, first)
 	}
-	bobs := epSeq(t, e.epPost(t, bob, `{"app_id":"app2","feed":"bob","data":"bob's","id":"order-42"}`))
+	bobs := wantSeq(t, e.post(t, bob, `{"app_id":"app2","feed":"bob","data":"bob's","id":"order-42"}`))
 	if bobs == first {
 		t.Fatalf("bob's publish in app2 got alice's seq %d", first)
 	}
-	if m := e.epStored(t, bobs); string(m.Data) != "bob's" || m.Subject != "sse.app2.bob" {
+	if m := e.stored(t, bobs); string(m.Data) != "bob's" || m.Subject != "sse.app2.bob" {
 		t.Fatalf("bob's event stored as %s %q", m.Subject, m.Data)
 	}
 	// The same publisher in another app, or in another feed of the same app, is not a retry either.
-	otherApp := epSeq(t, e.epPost(t, alice, `{"app_id":"app2","feed":"alice","data":"other app","id":"order-42"}`))
-	otherFeed := epSeq(t, e.epPost(t, alice, `{"app_id":"app1","feed":"team","data":"other feed","id":"order-42"}`))
+	otherApp := wantSeq(t, e.post(t, alice, `{"app_id":"app2","feed":"alice","data":"other app","id":"order-42"}`))
+	otherFeed := wantSeq(t, e.post(t, alice, `{"app_id":"app1","feed":"team","data":"other feed","id":"order-42"}`))
 	if len(map[uint64]bool{first: true, bobs: true, otherApp: true, otherFeed: true}) != 4 {
 		t.Fatalf("distinct publishers or feeds share a seq: %d %d %d %d", first, bobs, otherApp, otherFeed)
 	}
@@ -405,24 +351,24 @@ func TestPublishFeedGrant(t *testing.T) {
 	forbidden := func(app, feed string) string {
 		return `token does not grant publishing to feed "` + feed + `" of app "` + app + `"`
 	}
-	browser := token(t, "alice", epPublishTo("demo"), epFeeds("team"))
-	epWantError(t, e.epPost(t, browser, body("demo", "bob")), http.StatusForbidden, forbidden("demo", "bob"))
-	epWantError(t, e.epPost(t, browser, body("demo", "_all")), http.StatusForbidden, forbidden("demo", "_all"))
-	allApps := token(t, "alice", epPublishTo("*"))
-	epWantError(t, e.epPost(t, allApps, body("other", "bob")), http.StatusForbidden, forbidden("other", "bob"))
+	browser := token(t, "alice", claimPublish("demo"), claimFeeds("team"))
+	wantError(t, e.post(t, browser, body("demo", "bob")), http.StatusForbidden, forbidden("demo", "bob"))
+	wantError(t, e.post(t, browser, body("demo", "_all")), http.StatusForbidden, forbidden("demo", "_all"))
+	allApps := token(t, "alice", claimPublish("*"))
+	wantError(t, e.post(t, allApps, body("other", "bob")), http.StatusForbidden, forbidden("other", "bob"))
 	// Any feed of one app is not any feed of another.
-	service := token(t, "backend", epPublishTo("demo:*"))
-	epWantError(t, e.epPost(t, service, body("other", "bob")), http.StatusForbidden, `token does not grant publishing to app "other"`)
-	if got := e.epMetric("sserelay_cursor"); got != 0 {
+	service := token(t, "backend", claimPublish("demo:*"))
+	wantError(t, e.post(t, service, body("other", "bob")), http.StatusForbidden, `token does not grant publishing to app "other"`)
+	if got := e.metric("sserelay_cursor"); got != 0 {
 		t.Fatalf("refused publishes reached the stream: cursor %v", got)
 	}
 
-	epSeq(t, e.epPost(t, browser, body("demo", "alice")))
-	epSeq(t, e.epPost(t, browser, body("demo", "team")))
-	epSeq(t, e.epPost(t, allApps, body("other", "alice")))
+	wantSeq(t, e.post(t, browser, body("demo", "alice")))
+	wantSeq(t, e.post(t, browser, body("demo", "team")))
+	wantSeq(t, e.post(t, allApps, body("other", "alice")))
 	for _, feed := range []string{"bob", "_all", "backend"} {
-		epSeq(t, e.epPost(t, service, body("demo", feed)))
+		wantSeq(t, e.post(t, service, body("demo", feed)))
 	}
-	everything := token(t, "backend", epPublishTo("*:*"))
-	epSeq(t, e.epPost(t, everything, body("other", "bob")))
+	everything := token(t, "backend", claimPublish("*:*"))
+	wantSeq(t, e.post(t, everything, body("other", "bob")))
 }
