@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -106,21 +107,25 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("embedded: configure server: %w", err)
 	}
-	if o.Logger != nil {
-		ns.SetLoggerV2(&logger{l: o.Logger}, false, false, false)
+	// Always a logger, even a silent one: a failed listen reaches Start only
+	// through the server's Fatalf.
+	lg := &logger{l: o.Logger, fatal: make(chan string, 1)}
+	if lg.l == nil {
+		lg.l = slog.New(slog.DiscardHandler)
 	}
+	ns.SetLoggerV2(lg, false, false, false)
 	go ns.Start() // returns once the accept loops run; the server owns its goroutines
 	timeout := o.ReadyTimeout
 	if timeout == 0 {
 		timeout = 30 * time.Second
 	}
-	if d, ok := ctx.Deadline(); ok && time.Until(d) < timeout {
-		timeout = time.Until(d)
-	}
-	if !ns.ReadyForConnections(timeout) {
+	if err := waitReady(ctx, ns, timeout, lg.fatal); err != nil {
 		ns.Shutdown()
 		ns.WaitForShutdown()
-		return nil, fmt.Errorf("embedded: server not ready after %s", timeout)
+		if strings.HasPrefix(err.Error(), "Error listening on port") {
+			return nil, fmt.Errorf("%w on %s: %w", ErrListen, o.Listen, err)
+		}
+		return nil, fmt.Errorf("embedded: %w", err)
 	}
 	if leaf {
 		if err := waitLeaf(ctx, ns, timeout); err != nil {
@@ -166,13 +171,47 @@ func (s *Server) Shutdown() {
 	s.ns.WaitForShutdown()
 }
 
-// logger adapts the server's printf-style logger to slog.
-type logger struct{ l *slog.Logger }
+// ErrListen is wrapped by the error of Start when the client port cannot
+// be bound (another process has it).
+var ErrListen = errors.New("embedded: cannot listen")
+
+// waitReady waits until ns accepts connections, ctx ends, the server
+// reports a fatal error (a port it cannot bind), or timeout passes.
+func waitReady(ctx context.Context, ns *server.Server, timeout time.Duration, fatal <-chan string) error {
+	deadline := time.Now().Add(timeout)
+	for !ns.ReadyForConnections(25 * time.Millisecond) {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case msg := <-fatal:
+			return errors.New(msg)
+		default:
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("server not ready after %s", timeout)
+		}
+	}
+	return nil
+}
+
+// logger adapts the server's printf-style logger to slog. Fatal errors
+// (which the server does not act on when embedded) also go to fatal.
+type logger struct {
+	l     *slog.Logger
+	fatal chan string
+}
 
 // Notices (the start-up banner among them) go to debug: the relay logs what matters.
 func (g *logger) Noticef(format string, v ...any) { g.l.Debug(fmt.Sprintf(format, v...)) }
 func (g *logger) Warnf(format string, v ...any)   { g.l.Warn(fmt.Sprintf(format, v...)) }
-func (g *logger) Fatalf(format string, v ...any)  { g.l.Error(fmt.Sprintf(format, v...)) }
-func (g *logger) Errorf(format string, v ...any)  { g.l.Error(fmt.Sprintf(format, v...)) }
-func (g *logger) Debugf(format string, v ...any)  { g.l.Debug(fmt.Sprintf(format, v...)) }
-func (g *logger) Tracef(format string, v ...any)  { g.l.Debug(fmt.Sprintf(format, v...)) }
+func (g *logger) Fatalf(format string, v ...any) {
+	msg := fmt.Sprintf(format, v...)
+	g.l.Error(msg)
+	select {
+	case g.fatal <- msg:
+	default: // Start has one already, or no longer waits
+	}
+}
+func (g *logger) Errorf(format string, v ...any) { g.l.Error(fmt.Sprintf(format, v...)) }
+func (g *logger) Debugf(format string, v ...any) { g.l.Debug(fmt.Sprintf(format, v...)) }
+func (g *logger) Tracef(format string, v ...any) { g.l.Debug(fmt.Sprintf(format, v...)) }
