@@ -47,10 +47,19 @@ func serve(c *cli.Context, cfg *serveConfig) error {
 }
 
 // run starts NATS, the relay and the HTTP server, and shuts them down in
-// order when ctx ends or SIGINT or SIGTERM arrives.
+// order when ctx ends or SIGINT or SIGTERM arrives. What can fail without
+// NATS (ports, certificates, keys, the data dir) fails first; a signal
+// during start-up stops it at once.
 func run(ctx context.Context, cfg *serveConfig, log *slog.Logger) error {
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	startErr := func(err error) error {
+		if ctx.Err() != nil {
+			log.Info("stopped during start-up", "cause", err)
+			return nil
+		}
+		return err
+	}
 
 	t := cfg.Tokens
 	verifier, err := auth.NewVerifier(ctx, auth.Config{
@@ -58,9 +67,13 @@ func run(ctx context.Context, cfg *serveConfig, log *slog.Logger) error {
 		Issuer: t.Issuer, Audience: t.Audience, RequireExp: t.RequireExp,
 	})
 	if err != nil {
-		return fmt.Errorf("tokens: %w (set --jwt-secret, --jwt-public-key or --jwks-url)", err)
+		return startErr(fmt.Errorf("tokens: %w", err))
 	}
-
+	h, err := listenHTTP(cfg, log)
+	if err != nil {
+		return err
+	}
+	defer h.closeUnserved()
 	reg := newRegistry()
 	ms, err := startMetrics(cfg.Metrics, reg, log)
 	if err != nil {
@@ -70,7 +83,7 @@ func run(ctx context.Context, cfg *serveConfig, log *slog.Logger) error {
 
 	n, err := startNATS(ctx, cfg, log)
 	if err != nil {
-		return err
+		return startErr(err)
 	}
 	defer n.close()
 
@@ -83,14 +96,9 @@ func run(ctx context.Context, cfg *serveConfig, log *slog.Logger) error {
 		return err
 	}
 	if err := r.Start(ctx); err != nil {
-		return err
+		return startErr(err)
 	}
-
-	h, err := startHTTP(cfg, r.Handler(), log)
-	if err != nil {
-		_ = r.Shutdown(context.Background())
-		return err
-	}
+	h.serve(r.Handler(), log)
 
 	select {
 	case <-ctx.Done():

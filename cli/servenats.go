@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -103,7 +104,15 @@ func startEmbedded(ctx context.Context, ec embeddedConfig, leaf *embedded.LeafOp
 	} else {
 		eo.SyncInterval = d
 	}
+	if leaf == nil {
+		if err := checkDataDir(ec.DataDir); err != nil {
+			return nil, err
+		}
+	}
 	srv, err := embedded.Start(ctx, eo)
+	if errors.Is(err, embedded.ErrListen) {
+		return nil, fmt.Errorf("--nats-listen %s: the address is in use (another NATS server or relay?): set --nats-listen off if no outside publisher needs it (the relay itself does not), or another address (%w)", ec.Listen, err)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -113,6 +122,24 @@ func startEmbedded(ctx context.Context, ec embeddedConfig, leaf *embedded.LeafOp
 		log.Info("embedded NATS started", "data_dir", ec.DataDir, "client_url", srv.ClientURL())
 	}
 	return srv, nil
+}
+
+// checkDataDir makes sure the embedded store's directory exists and takes
+// files, so that a bad --data-dir fails with its name instead of deep in
+// JetStream's start-up.
+func checkDataDir(dir string) error {
+	fail := func(err error) error {
+		return fmt.Errorf("--data-dir %s: %w (the embedded JetStream store needs a directory it can write)", dir, err)
+	}
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return fail(err)
+	}
+	f, err := os.CreateTemp(dir, ".sserelay-probe-*")
+	if err != nil {
+		return fail(err)
+	}
+	_ = f.Close()
+	return os.Remove(f.Name())
 }
 
 // drain drains the connection (flushing what the relay published), then

@@ -90,8 +90,12 @@ func validate(cfg *serveConfig, flags []cli.Flag) error {
 			return fmt.Errorf("--%s %s: %s", c.flag, show(c.value), c.err)
 		}
 	}
-	if t := cfg.Tokens; t.Secret == "" && t.PublicKeyFile == "" && t.JWKSURL == "" {
+	switch t := cfg.Tokens; countSet(t.Secret, t.PublicKeyFile, t.JWKSURL) {
+	case 0:
 		return errors.New("no key to verify tokens with: set --jwt-secret, --jwt-public-key or --jwks-url")
+	case 1:
+	default:
+		return errors.New("--jwt-secret, --jwt-public-key and --jwks-url are alternatives: set one")
 	}
 	if (cfg.HTTP.TLSCert == "") != (cfg.HTTP.TLSKey == "") {
 		return errors.New("--tls-cert and --tls-key go together")
@@ -153,6 +157,16 @@ func show(v any) string {
 		return strconv.Quote(s)
 	}
 	return fmt.Sprint(v)
+}
+
+func countSet(s ...string) int {
+	n := 0
+	for _, v := range s {
+		if v != "" {
+			n++
+		}
+	}
+	return n
 }
 
 func checkAddr(a string) string {

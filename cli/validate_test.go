@@ -70,6 +70,7 @@ var badServeFlags = []struct {
 	{[]string{"--log-format", "xml"}, `--log-format "xml"`},
 	{[]string{"--log-level", "loud"}, `--log-level "loud"`},
 	{[]string{"--leaf-credentials", "x.creds"}, "--leaf-credentials needs --leaf-remote"},
+	{[]string{"--jwks-url", "https://keys.example/jwks.json"}, "are alternatives"},
 	{[]string{"--no-such-flag"}, "no-such-flag"},
 }
 
@@ -120,9 +121,10 @@ func TestServeRefusesBadEnv(t *testing.T) {
 
 // TestServeBadFlagBinary: what a user sees from the built binary.
 func TestServeBadFlagBinary(t *testing.T) {
+	bin := sserelayBin(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, sserelayBin(t), "serve", "--jwt-secret", "s", "--data-dir", t.TempDir(), "--retry", "-1ms")
+	cmd := exec.CommandContext(ctx, bin, "serve", "--jwt-secret", "s", "--data-dir", t.TempDir(), "--retry", "-1ms")
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	err := cmd.Run()
