@@ -63,6 +63,7 @@ func publishFrom(t *testing.T, pp *ackPublisher, pn *podNet, pod int, stop <-cha
 // A is killed with SIGKILL and its client resumes on pod B with
 // Last-Event-ID; every acknowledged event arrives exactly once, in order.
 func TestLeafSidecars(t *testing.T) {
+	t.Parallel()
 	pn := newPodNet(t, 2)
 	hub := startCluster(t, 3, clusterOpts{Domain: "hub", LeafHost: pn.HostIP})
 	const secret = "leaf-sidecar-secret"
