@@ -165,9 +165,21 @@ func (b *browser) open(url string) *page {
 	_ = json.Unmarshal(b.must("", "Target.attachToTarget", map[string]any{"targetId": tr.TargetID, "flatten": true}), &ar)
 	p := &page{b: b, target: tr.TargetID, session: ar.SessionID}
 	b.must(p.session, "Page.enable", nil)
-	b.must(p.session, "Page.navigate", map[string]any{"url": url})
-	p.waitTrue("the page to load", `location.href !== "about:blank" && document.readyState === "complete"`)
-	return p
+	// Chromium drops every connection when the machine's network
+	// interfaces change (other tests here make network namespaces), and a
+	// navigation caught by that shows an error page: navigate again.
+	for try := 1; ; try++ {
+		b.must(p.session, "Page.navigate", map[string]any{"url": url})
+		p.waitTrue("the page to load", `location.href !== "about:blank" && document.readyState === "complete"`)
+		var href string
+		p.must("location.href", &href)
+		if !strings.HasPrefix(href, "chrome-error:") {
+			return p
+		}
+		if try == 3 {
+			b.t.Fatalf("%s: error page %d times", url, try)
+		}
+	}
 }
 
 // eval evaluates a JavaScript expression (promises are awaited) and

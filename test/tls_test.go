@@ -4,9 +4,11 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
@@ -154,10 +156,17 @@ func TestBrowserTenTabsHTTP2(t *testing.T) {
 	const secret, tabs = "tabs-secret", 10
 	dir := t.TempDir()
 	certFile, keyFile := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
-	writeCert(t, certFile, keyFile, "tabs")
-	r := startRelay(t, relayOpts{Secret: secret, TLSCert: certFile, TLSKey: keyFile})
+	cert := writeCert(t, certFile, keyFile, "tabs")
+	// A short retry hint: Chromium sometimes drops all its connections at
+	// once (seen when other tests on the machine change network
+	// interfaces); the EventSources then come back quickly.
+	r := startRelay(t, relayOpts{Secret: secret, TLSCert: certFile, TLSKey: keyFile, Args: []string{"--retry", "200ms"}})
 	tok := token(t, secret, "alice", "--app", "app", "--publish", "app")
-	b := startBrowser(t, "--ignore-certificate-errors")
+	// Trust this one certificate (by its key's hash) rather than ignore
+	// certificate errors: a connection with an ignored error is not shared
+	// as freely, and the tabs' streams then come and go.
+	spki := sha256.Sum256(cert.RawSubjectPublicKeyInfo)
+	b := startBrowser(t, "--ignore-certificate-errors-spki-list="+base64.StdEncoding.EncodeToString(spki[:]))
 	var pages []*page
 	for i := 0; i < tabs; i++ {
 		p := b.open(r.URL + "/healthz") // any document of the relay's origin
@@ -167,9 +176,15 @@ es.addEventListener("sserelay.connected", () => { window.connected = true; });
 es.onmessage = (e) => got.push(e.data); true`, tok), nil)
 		pages = append(pages, p)
 	}
-	for i, p := range pages {
-		p.waitTrue(fmt.Sprintf("tab %d's EventSource open", i+1), `window.connected && es.readyState === 1`)
-	}
+	eventually(t, waitLong, "all ten EventSources open at once", func() bool {
+		for _, p := range pages {
+			var open bool
+			if p.eval(`window.connected && es.readyState === 1`, &open) != nil || !open {
+				return false
+			}
+		}
+		return true
+	})
 	for i, p := range pages {
 		var proto string
 		p.must(`performance.getEntriesByType("navigation")[0].nextHopProtocol`, &proto)
@@ -186,9 +201,9 @@ es.onmessage = (e) => got.push(e.data); true`, tok), nil)
 	}
 	resp.Body.Close()
 	for i, p := range pages {
-		p.waitTrue(fmt.Sprintf("tab %d to get the event", i+1), `got.includes("to every tab")`)
+		p.waitTrue(fmt.Sprintf("tab %d to get the event", i+1), `got.length === 1 && got[0] === "to every tab"`)
 	}
-	if n := len(r.jsonLines("stream opened")); n != tabs {
-		t.Errorf("the relay opened %d streams, want %d", n, tabs)
+	if n := len(r.jsonLines("stream opened")); n < tabs {
+		t.Errorf("the relay opened %d streams, want at least %d", n, tabs)
 	}
 }

