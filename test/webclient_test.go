@@ -31,7 +31,7 @@ type webHarness struct {
 	secret string
 	ttl    time.Duration
 
-	blockSSE atomic.Bool  // refuse text/event-stream responses with 502
+	blockSSE atomic.Bool // refuse text/event-stream responses with 502
 	// how each connection id sent its token to /v1/events: "query",
 	// "header" and/or "cookie"
 	tokenVia map[string]map[string]bool
