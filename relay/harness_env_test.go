@@ -5,7 +5,8 @@ package relay
 // reader),
 // harness_client_test.go (HTTP requests and the SSE client) and
 // harness_publish_test.go (tokens and publishing). Tests are in files by
-// behaviour; none defines helpers another file uses.
+// behaviour and keep their own helpers; the one other shared environment is
+// the NATS cluster of cluster_test.go.
 
 import (
 	"context"
