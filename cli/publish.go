@@ -19,6 +19,7 @@ import (
 type publishConfig struct {
 	NATSURL, NATSCreds, SubjectPrefix string
 	Req                               relay.PublishRequest
+	ConnectionUser                    string
 	Timeout                           time.Duration
 }
 
@@ -37,7 +38,8 @@ func publishCommand() *cli.Command {
 			&cli.StringFlag{Name: "feed", Required: true, Usage: "feed: a user id, or a shared feed", Destination: &p.Feed},
 			&cli.StringFlag{Name: "topic", Usage: "topic (tokens joined by '.')", Destination: &p.Topic},
 			&cli.StringFlag{Name: "event", Usage: "SSE event name (Sse-Event header)", Destination: &p.Event},
-			&cli.StringFlag{Name: "connection-id", Usage: "connection that must not receive the event (X-Connection-Id header)", Destination: &p.ConnectionID},
+			&cli.StringFlag{Name: "connection-id", Usage: "connection that must not receive the event (X-Connection-Id header; with --connection-user)", Destination: &p.ConnectionID},
+			&cli.StringFlag{Name: "connection-user", Usage: "the user whose connection --connection-id is (X-Connection-User header): without it the relay excludes no one, unless it runs with --exclusion-without-user", Destination: &cfg.ConnectionUser},
 			&cli.StringFlag{Name: "id", Usage: "de-duplication id, stored as the Nats-Msg-Id header as given: JetStream compares it across the whole stream, so scope it (e.g. <app>.<feed>.<service>.<id>)", Destination: &p.ID},
 			&cli.DurationFlag{Name: "timeout", Value: cfg.Timeout, Usage: "wait this long for the acknowledgement", Destination: &cfg.Timeout},
 		},
@@ -64,6 +66,12 @@ func publish(c *cli.Context, cfg *publishConfig) error {
 	if err := p.Validate(); err != nil {
 		return err
 	}
+	if cfg.ConnectionUser != "" && p.ConnectionID == "" {
+		return errors.New("--connection-user needs --connection-id")
+	}
+	if p.ConnectionID != "" && cfg.ConnectionUser == "" {
+		fmt.Fprintln(c.App.ErrWriter, "warning: --connection-id without --connection-user excludes no one unless the relay runs with --exclusion-without-user")
+	}
 	opts := []nats.Option{nats.Name("sserelay publish")}
 	if cfg.NATSCreds != "" {
 		opts = append(opts, nats.UserCredentials(cfg.NATSCreds))
@@ -79,7 +87,8 @@ func publish(c *cli.Context, cfg *publishConfig) error {
 	}
 	msg := nats.NewMsg(subject.Join(cfg.SubjectPrefix, p.AppID, p.Feed, p.Topic))
 	msg.Data = data
-	for h, v := range map[string]string{relay.HeaderEvent: p.Event, relay.HeaderConnectionID: p.ConnectionID, relay.HeaderMsgID: p.ID} {
+	for h, v := range map[string]string{relay.HeaderEvent: p.Event, relay.HeaderConnectionID: p.ConnectionID,
+		relay.HeaderConnectionUser: cfg.ConnectionUser, relay.HeaderMsgID: p.ID} {
 		if v != "" {
 			msg.Header.Set(h, v)
 		}

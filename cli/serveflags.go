@@ -42,6 +42,7 @@ func serveFlags(cfg *serveConfig) []cli.Flag {
 		intVar(&r.QueueEvents, catStreams, "queue-events", "events queued per stream before the client catches up from the store"),
 		intVar(&r.QueueBytes, catStreams, "queue-bytes", "bytes queued per stream before the client catches up from the store"),
 		intVar(&r.PollPage, catStreams, "poll-page", "events per poll=1 response"),
+		boolVar(&r.ExclusionWithoutUser, catStreams, "exclusion-without-user", "let X-Connection-Id exclude a connection without X-Connection-User saying whose it is (for raw publishers that cannot set it; anyone who learns a connection id can then suppress events to it)"),
 
 		intVar(&r.MaxStreams, catLimits, "max-streams", "open streams before new ones are asked to retry later (0: no limit)"),
 		intVar(&r.MaxFeeds, catLimits, "max-feeds", "feeds per stream"),

@@ -104,6 +104,14 @@ type Config struct {
 	// NoMetrics leaves GET /metrics out of Handler, for a relay whose
 	// metrics are served on a private port with MetricsHandler.
 	NoMetrics bool
+	// ExclusionWithoutUser lets an X-Connection-Id without an
+	// X-Connection-User header exclude the streams with that id of any user.
+	// Off (the default), such an id excludes no one (counted in
+	// sserelay_exclusions_ignored_total): a backend that copies only the
+	// id from its client's request would let a user who learns another
+	// user's connection id suppress that user's events on a shared feed.
+	// Turn it on only for raw NATS publishers that cannot say the user.
+	ExclusionWithoutUser bool
 	// NoHijack keeps HTTP/1.1 streams inside net/http instead of taking
 	// their connections over (which saves about 10 KiB and a goroutine per
 	// idle stream). Set it when a middleware must see the whole response.

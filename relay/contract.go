@@ -27,6 +27,17 @@ func PublishMsgID(app, feed, publisher, id string) string {
 	return app + "." + feed + "." + publisher + "." + id
 }
 
+// exclusionID returns the connection id that an event with these headers
+// excludes: "" when it names a connection but not its user and ids alone
+// are not trusted (see [Config.ExclusionWithoutUser]). Live dispatch and
+// store reads both go through it, so a resume skips what live skipped.
+func exclusionID(connID, connUser string, withoutUser bool) string {
+	if connUser == "" && !withoutUser {
+		return ""
+	}
+	return connID
+}
+
 // excludes reports whether an event published by connection msgConn of
 // msgUser ("" = not said) must skip a session of user with connection conn.
 func excludes(msgConn, msgUser, conn, user string) bool {

@@ -3,6 +3,7 @@ package relay
 import (
 	"net/http"
 	"regexp"
+	"slices"
 	"strconv"
 	"testing"
 )
@@ -23,8 +24,8 @@ func TestExclusionSkipsSender(t *testing.T) {
 	}
 	viaHTTP := wantSeq(t, e.post(t, tok, `{"app_id":"demo","feed":"alice","data":"mine"}`, "X-Connection-Id", id1))
 	viaBody := wantSeq(t, e.post(t, tok, `{"app_id":"demo","feed":"alice","data":"mine too","connection_id":"`+id1+`"}`))
-	viaNATS := e.publish("sse.demo.alice.t", "mine via NATS", HeaderConnectionID, id1)
-	toS1 := e.publish("sse.demo.alice", "from s2", HeaderConnectionID, id2)
+	viaNATS := e.publish("sse.demo.alice.t", "mine via NATS", HeaderConnectionID, id1, HeaderConnectionUser, "alice")
+	toS1 := e.publish("sse.demo.alice", "from s2", HeaderConnectionID, id2, HeaderConnectionUser, "alice")
 	forAll := e.publish("sse.demo.alice", "everyone")
 	s2.ExpectIDs(t, viaHTTP, viaBody, viaNATS, forAll)
 	s1.ExpectIDs(t, toS1, forAll)
@@ -52,7 +53,9 @@ func TestExclusionSurvivesReconnect(t *testing.T) {
 			// As POST /v1/publish sends it: the publisher's user too.
 			seq = e.publish("sse.demo.alice", "own "+strconv.Itoa(i), HeaderConnectionID, id, HeaderConnectionUser, "alice")
 		case own:
+			// The id alone excludes no one (Config.ExclusionWithoutUser is off).
 			seq = e.publish("sse.demo.alice", "own "+strconv.Itoa(i), HeaderConnectionID, id)
+			own = false
 		default:
 			seq = e.publish("sse.demo.alice", "other "+strconv.Itoa(i))
 		}
@@ -125,7 +128,7 @@ func TestExclusionSharedProposedID(t *testing.T) {
 	}
 	c := e.open("app_id=demo", bearer(tok))
 	c.Connected(t)
-	own := e.publish("sse.demo.alice", "own", HeaderConnectionID, shared)
+	own := e.publish("sse.demo.alice", "own", HeaderConnectionID, shared, HeaderConnectionUser, "alice")
 	all := e.publish("sse.demo.alice", "all")
 	c.ExpectIDs(t, own, all)
 	a.ExpectIDs(t, all)
@@ -161,7 +164,7 @@ func TestExclusionOtherUserCannotBorrowID(t *testing.T) {
 		a.ExpectIDs(t, after)
 	}
 	// A's own events still skip A, and a resume by A loses nothing of B's.
-	e.publish("sse.demo.alice", "A's own", HeaderConnectionID, idA)
+	e.publish("sse.demo.alice", "A's own", HeaderConnectionID, idA, HeaderConnectionUser, "alice")
 	r := e.open("app_id=demo&feed=room&feed=alice&last_event_id=0&connection_id="+idA, bearer(alice))
 	r.Connected(t)
 	ev = r.MustNext(t)
@@ -200,5 +203,52 @@ func TestExclusionGeneratedID(t *testing.T) {
 	r = e.getEvents(t, "app_id=demo&poll=1&connection_id=my-own-id", bearer(tok))
 	if id := r.Header.Get("X-Connection-Id"); id != "my-own-id" {
 		t.Fatalf("poll with a proposed id got %q", id)
+	}
+}
+
+// TestExclusionRequiresUser: by default an X-Connection-Id without
+// X-Connection-User excludes no one, live, on a resume and in a poll (a
+// backend that copies only the id would let a user who learns another's
+// connection id suppress that user's events on a shared feed), and it is
+// counted. With ExclusionWithoutUser the id alone excludes, as for raw
+// publishers that cannot say the user.
+func TestExclusionRequiresUser(t *testing.T) {
+	t.Parallel()
+	for _, anyUser := range []bool{false, true} {
+		t.Run("without-user="+strconv.FormatBool(anyUser), func(t *testing.T) {
+			t.Parallel()
+			e := newEnv(t, withConfig(func(c *Config) { c.ExclusionWithoutUser = anyUser }))
+			tok := token(t, "alice", claimFeeds("room"))
+			const id = "alice-tab-0001"
+			s := e.open("app_id=demo&feed=room&connection_id="+id, bearer(tok))
+			s.Connected(t)
+			bare := e.publish("sse.demo.room", "id only", HeaderConnectionID, id)
+			e.publish("sse.demo.room", "alice's own", HeaderConnectionID, id, HeaderConnectionUser, "alice")
+			bobs := e.publish("sse.demo.room", "bob says alice's id", HeaderConnectionID, id, HeaderConnectionUser, "bob")
+			end := e.publish("sse.demo.room", "end")
+			want := []uint64{bare, bobs, end}
+			if anyUser {
+				want = []uint64{bobs, end}
+			}
+			s.ExpectIDs(t, want...)
+			r := e.open("app_id=demo&feed=room&last_event_id=0&connection_id="+id, bearer(tok))
+			r.Connected(t)
+			r.ExpectIDs(t, want...)
+			var polled []uint64
+			for _, ev := range e.poll(t, "app_id=demo&feed=room&poll=1&last_event_id=0&connection_id="+id, bearer(tok)).Events {
+				n, _ := strconv.ParseUint(ev.ID, 10, 64)
+				polled = append(polled, n)
+			}
+			if !slices.Equal(polled, want) {
+				t.Errorf("poll returned %v, want %v", polled, want)
+			}
+			wantIgnored := 1.0
+			if anyUser {
+				wantIgnored = 0
+			}
+			if got := e.metric("sserelay_exclusions_ignored_total"); got != wantIgnored {
+				t.Errorf("sserelay_exclusions_ignored_total = %v, want %v", got, wantIgnored)
+			}
+		})
 	}
 }

@@ -34,17 +34,20 @@ var replayBuckets = []float64{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25
 // plain counters: a delivery costs an atomic add, a dispatched event one
 // histogram observation, whatever the number of recipients.
 type metrics struct {
-	delivered    prometheus.Counter
-	dispatched   prometheus.Counter
-	dropped      prometheus.Counter
-	bytes        prometheus.Counter
-	latency      prometheus.Histogram
-	overflows    prometheus.Counter
-	rejected     prometheus.Counter
-	shed         prometheus.Counter
-	storeReplays prometheus.Counter
-	published    prometheus.Counter
-	pubErrors    prometheus.Counter
+	delivered  prometheus.Counter
+	dispatched prometheus.Counter
+	dropped    prometheus.Counter
+	// exclusionsIgnored counts events whose X-Connection-Id was ignored
+	// for want of X-Connection-User.
+	exclusionsIgnored prometheus.Counter
+	bytes             prometheus.Counter
+	latency           prometheus.Histogram
+	overflows         prometheus.Counter
+	rejected          prometheus.Counter
+	shed              prometheus.Counter
+	storeReplays      prometheus.Counter
+	published         prometheus.Counter
+	pubErrors         prometheus.Counter
 
 	replays      [2]prometheus.Counter  // by source
 	replayed     [2]prometheus.Counter  // events, by source
@@ -85,6 +88,7 @@ func newMetrics() *metrics {
 	m.delivered = counter("sserelay_events_delivered_total", "Events written to clients, live and replayed.")
 	m.dispatched = counter("sserelay_events_dispatched_total", "Events read from the stream by the dispatcher.")
 	m.dropped = counter("sserelay_events_dropped_total", "Events dropped because their subject or Sse-Event header cannot be written safely.")
+	m.exclusionsIgnored = counter("sserelay_exclusions_ignored_total", "Events whose X-Connection-Id excluded no one because they carry no X-Connection-User (see --exclusion-without-user).")
 	m.bytes = counter("sserelay_bytes_written_total", "Bytes written to stream clients: events, keepalives, the relay's own events and response heads.")
 	m.latency = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name:    "sserelay_dispatch_latency_seconds",

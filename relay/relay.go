@@ -49,6 +49,19 @@ type Relay struct {
 	drainCh   chan struct{} // closed when draining starts
 	drainOnce sync.Once
 	consumer  atomic.Pointer[liveConsumer] // set by Start
+
+	exclusionLog logEvery // warnings about ignored X-Connection-Id headers
+}
+
+// logEvery lets one log line through per interval, for conditions that a
+// publisher can repeat on every event: the metric counts them all.
+type logEvery struct{ next atomic.Int64 }
+
+const logInterval = time.Minute
+
+func (l *logEvery) allow(now time.Time) bool {
+	n := l.next.Load()
+	return now.UnixNano() >= n && l.next.CompareAndSwap(n, now.Add(logInterval).UnixNano())
 }
 
 // New checks cfg and returns a Relay. It does not touch NATS yet.
@@ -200,6 +213,16 @@ func (r *Relay) retryHint() int64 {
 // serially, in stream order, exactly once per stored event.
 func (r *Relay) dispatch(msg jetstream.Msg, meta *jetstream.MsgMetadata) {
 	hdr := msg.Headers()
-	r.hub.deliver(meta.Sequence.Stream, msg.Subject(), hdr.Get(HeaderEvent), hdr.Get(HeaderConnectionID), hdr.Get(HeaderConnectionUser), msg.Data())
+	seq := meta.Sequence.Stream
+	connID, connUser := hdr.Get(HeaderConnectionID), hdr.Get(HeaderConnectionUser)
+	if eff := exclusionID(connID, connUser, r.cfg.ExclusionWithoutUser); eff != connID {
+		r.metrics.exclusionsIgnored.Add(1)
+		if r.exclusionLog.allow(time.Now()) {
+			r.log.Warn("X-Connection-Id without X-Connection-User excludes no one: set both (or --exclusion-without-user)",
+				"subject", msg.Subject(), "seq", seq, "connection_id", connID)
+		}
+		connID = eff
+	}
+	r.hub.deliver(seq, msg.Subject(), hdr.Get(HeaderEvent), connID, connUser, msg.Data())
 	r.metrics.consumed(meta)
 }

@@ -141,7 +141,8 @@ func (rd *storeReader) batch(ctx context.Context, subject string, from, to uint6
 			continue
 		}
 		ev := readEvent{storedEvent: storedEvent{seq: seq, event: m.Header.Get(HeaderEvent), data: m.Data},
-			connID: m.Header.Get(HeaderConnectionID), connUser: m.Header.Get(HeaderConnectionUser)}
+			connUser: m.Header.Get(HeaderConnectionUser)}
+		ev.connID = exclusionID(m.Header.Get(HeaderConnectionID), ev.connUser, rd.r.cfg.ExclusionWithoutUser)
 		ev.bad = ev.event != "" && !sse.SafeEventName(ev.event)
 		dst = append(dst, ev)
 	}

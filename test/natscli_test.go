@@ -29,7 +29,7 @@ func TestNatsCLI(t *testing.T) {
 		all := append([]string{"--no-context", "-s", r.NATS, "pub"}, args...)
 		runCmd(t, "", []string{"HOME=" + home, "XDG_CONFIG_HOME=" + home}, natsCLI, all...)
 	}
-	natsPub("sse.app.alice.x", "hello from natscli", "-H", "X-Connection-Id:alice-sender-1", "-H", "Sse-Event:greet")
+	natsPub("sse.app.alice.x", "hello from natscli", "-H", "X-Connection-Id:alice-sender-1", "-H", "X-Connection-User:alice", "-H", "Sse-Event:greet")
 	// A plain message after it: once a stream has it, it has (or will
 	// never get) everything published before.
 	natsPub("sse.app.alice", "after")

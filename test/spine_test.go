@@ -123,7 +123,7 @@ func TestSpine(t *testing.T) {
 		}
 		return ack.Sequence
 	}
-	p5 := jsPub("sse.app.alice", `{"k":"v"}`, map[string]string{"X-Connection-Id": "alice-conn-1", "Sse-Event": "viaNats"})
+	p5 := jsPub("sse.app.alice", `{"k":"v"}`, map[string]string{"X-Connection-Id": "alice-conn-1", "X-Connection-User": "alice", "Sse-Event": "viaNats"})
 	add(ev{p5, "viaNats", `{"k":"v"}`}, false, false) // s1 is the sender
 	p6 := jsPub("sse.app.bob", "for bob", nil)
 	bobWant = append(bobWant, ev{p6, "", "for bob"})

@@ -248,7 +248,8 @@ func validConnID(s string) bool {
 }
 
 // ConnectionID returns the client's connection id, the same on every
-// reconnect. Publish with it as X-Connection-Id to skip this client.
+// reconnect. Publish with it as X-Connection-Id, and the user as
+// X-Connection-User, to skip this client.
 func (c *Client) ConnectionID() string { return c.cfg.ConnectionID }
 
 // LastEventID returns the position the client resumes from: the id of the

@@ -46,14 +46,14 @@ func TestRestart(t *testing.T) {
 		t.Errorf("after the drain the client waits %s, want the relay's hint of 100 to 200 ms", w)
 	}
 	own := r.c.ConnectionID()
-	e.mustPublish(t, "sse.app.alice", "own", "X-Connection-Id", own) // replayed: still left out
+	e.mustPublish(t, "sse.app.alice", "own", "X-Connection-Id", own, "X-Connection-User", "alice") // replayed: still left out
 	down := publishN(t, e, 4, 6)
 	if err := e.start(); err != nil {
 		t.Fatal(err)
 	}
 	r.expectData(t, down...)
 	conns := r.waitConnected(t, 2)
-	e.mustPublish(t, "sse.app.alice", "own live", "X-Connection-Id", own)
+	e.mustPublish(t, "sse.app.alice", "own live", "X-Connection-Id", own, "X-Connection-User", "alice")
 	r.expectData(t, publishN(t, e, 7, 8)...)
 	for _, c := range conns {
 		if c.ConnectionID != own || c.User != "alice" || c.AppID != "app" {
