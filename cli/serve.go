@@ -69,6 +69,7 @@ func run(ctx context.Context, cfg *serveConfig, log *slog.Logger) error {
 	if err != nil {
 		return startErr(fmt.Errorf("tokens: %w", err))
 	}
+	defer verifier.Close() // its JWKS refresher, if any
 	h, err := listenHTTP(cfg, log)
 	if err != nil {
 		return err

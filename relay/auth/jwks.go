@@ -23,15 +23,20 @@ import (
 )
 
 const (
-	// defaultJWKSRefresh is how old the cached keys may grow before a Verify refetches them.
+	// defaultJWKSRefresh is how old the cached keys may grow before the refresher refetches them.
 	defaultJWKSRefresh = 5 * time.Minute
-	// jwksMissInterval limits refetches caused by unknown kids, which anyone can send at will.
-	jwksMissInterval = 30 * time.Second
-	// jwksRetryInterval is the wait after a failed refetch, so that an endpoint that is down
-	// does not add a request to every Verify while the stale keys keep working.
+	// jwksMissInterval limits refetches caused by unknown kids, which anyone can send at will: at
+	// most one per interval, 8,640 a day, nothing for a key server, while a key rotated in just
+	// after a forged kid's refetch is found within the interval.
+	jwksMissInterval = 10 * time.Second
+	// jwksMissWait bounds how long a token with an unknown kid waits for the refetch it is owed:
+	// long enough for a key server that answers, short enough that one that hangs holds no
+	// request for the whole fetch timeout.
+	jwksMissWait = 3 * time.Second
+	// jwksRetryInterval is the wait after a failed refetch, so that an endpoint that is down gets
+	// a request every so often, not a storm, while the stale keys keep working.
 	jwksRetryInterval = 30 * time.Second
-	// jwksTimeout bounds one fetch even when the caller's http.Client has no timeout, because a
-	// refetch runs inside Verify.
+	// jwksTimeout bounds one fetch even when the caller's http.Client has no timeout.
 	jwksTimeout = 10 * time.Second
 	// maxJWKSBytes bounds the body read: a key set is a few kilobytes.
 	maxJWKSBytes = 1 << 20
@@ -40,34 +45,83 @@ const (
 // errUnknownKey is the keyfunc's error when no key fits the token's kid and alg.
 var errUnknownKey = errors.New("no key for the token's kid")
 
+// errRefetchPending says that the refetch for an unknown kid did not end within jwksMissWait.
+var errRefetchPending = errors.New("JWKS refetch still running")
+
 // jwksKeys is one fetched key set; it is replaced whole, never changed, so readers need no lock.
 type jwksKeys struct {
 	byKID map[string]publicKey
 	all   []publicKey
 }
 
-// jwksSource caches the keys of a JWKS endpoint and refetches them lazily from Verify, so that
-// the package owns no goroutine.
+// jwksSource caches the keys of a JWKS endpoint. Its refresher goroutine (started by start,
+// ended by close) refetches them when they are due and when an unknown kid asks for it, so that
+// Verify never waits on the key server for keys it already has.
 type jwksSource struct {
 	url          string
 	client       *http.Client
 	refresh      time.Duration
 	missInterval time.Duration
+	missWait     time.Duration
 
 	keys atomic.Pointer[jwksKeys]
 
-	// fetchMu serialises fetches: a burst of requests makes one request to the endpoint.
-	fetchMu sync.Mutex
+	kick   chan struct{} // capacity 1: fetch now
+	ctx    context.Context
+	cancel context.CancelFunc
+	done   chan struct{} // closed when the refresher returns
 
-	mu          sync.Mutex // guards the two times below
-	nextRefresh time.Time  // when the cached keys are due for a refetch
-	nextMiss    time.Time  // when an unknown kid may trigger a refetch again
+	mu       sync.Mutex
+	nextMiss time.Time     // when an unknown kid may trigger a refetch again
+	next     chan struct{} // closed when the next fetch to start has ended
+	miss     chan struct{} // the next of the latest refetch for an unknown kid
+}
+
+// start runs the refresher until close.
+func (s *jwksSource) start() {
+	s.kick = make(chan struct{}, 1)
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.done = make(chan struct{})
+	s.next = make(chan struct{})
+	go s.run()
+}
+
+// close stops the refresher, cancelling a fetch in flight, and waits for it.
+func (s *jwksSource) close() {
+	s.cancel()
+	<-s.done
+}
+
+// run fetches the keys every refresh interval (every retry interval after a failure, if
+// shorter) and whenever kicked, until close.
+func (s *jwksSource) run() {
+	defer close(s.done)
+	t := time.NewTimer(s.refresh)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.ctx.Done():
+			return
+		case <-t.C:
+		case <-s.kick:
+		}
+		s.mu.Lock()
+		ended := s.next
+		s.next = make(chan struct{})
+		s.mu.Unlock()
+		err := s.fetch(s.ctx) // on failure the stale keys stay in use
+		close(ended)
+		wait := s.refresh
+		if err != nil {
+			wait = min(wait, jwksRetryInterval)
+		}
+		t.Reset(wait)
+	}
 }
 
 // keyFor returns the key (or, for a token without kid, the set of keys) that may verify a token
 // with this kid and alg.
 func (s *jwksSource) keyFor(kid, alg string) (any, error) {
-	s.refreshIfDue()
 	if kid == "" {
 		// Without a kid, try every key of the token's algorithm: single-key issuers often omit it.
 		var set []jwt.VerificationKey
@@ -94,62 +148,46 @@ func (s *jwksSource) keyFor(kid, alg string) (any, error) {
 	return k.key, nil
 }
 
-// refreshIfDue refetches the keys when they are older than the refresh interval. If another
-// fetch is already running it returns at once: the cached keys are still good meanwhile.
-func (s *jwksSource) refreshIfDue() {
-	if !s.due() || !s.fetchMu.TryLock() {
-		return
-	}
-	defer s.fetchMu.Unlock()
-	if s.due() { // another fetch may have finished between the check and the lock
-		_ = s.fetch(context.Background()) // on failure the stale keys stay in use
-	}
-}
-
-func (s *jwksSource) due() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return !time.Now().Before(s.nextRefresh)
-}
-
-// refetchForMiss refetches the keys for an unknown kid (the issuer may have rotated), at most
-// once per missInterval, and looks the kid up again.
+// refetchForMiss has the refresher refetch the keys for an unknown kid (the issuer may have
+// rotated) at most once per missInterval, waits up to missWait for that fetch to end, and looks
+// the kid up again. Tokens that miss while such a refetch runs wait for the same one: after a
+// rotation, everyone's first token with the new key arrives at about the same time.
 func (s *jwksSource) refetchForMiss(kid string) (publicKey, bool, error) {
 	s.mu.Lock()
 	now := time.Now()
-	allowed := !now.Before(s.nextMiss)
-	if allowed {
+	if !now.Before(s.nextMiss) {
 		s.nextMiss = now.Add(s.missInterval)
+		s.miss = s.next // a fetch that starts after this point
+		select {
+		case s.kick <- struct{}{}:
+		default: // a kick is already pending: the same fetch serves us
+		}
 	}
+	ended := s.miss
 	s.mu.Unlock()
-	if !allowed {
+	if ended == nil {
 		return publicKey{}, false, nil
 	}
-	s.fetchMu.Lock()
-	defer s.fetchMu.Unlock()
-	if k, ok := s.keys.Load().byKID[kid]; ok { // fetched by someone else while we waited
-		return k, true, nil
-	}
-	if err := s.fetch(context.Background()); err != nil {
-		return publicKey{}, false, err
+	t := time.NewTimer(s.missWait)
+	defer t.Stop()
+	select {
+	case <-ended:
+	case <-t.C:
+		return publicKey{}, false, errRefetchPending
+	case <-s.done:
+		return publicKey{}, false, errors.New("verifier closed")
 	}
 	k, ok := s.keys.Load().byKID[kid]
 	return k, ok, nil
 }
 
-// fetch gets and installs the key set. The caller holds fetchMu. On failure the previous keys
-// stay installed and the next age-based attempt is pushed back by jwksRetryInterval.
+// fetch gets and installs the key set. Only NewVerifier (before the refresher starts) and the
+// refresher call it. On failure the previous keys stay installed.
 func (s *jwksSource) fetch(ctx context.Context) error {
 	keys, err := s.get(ctx)
-	next := s.refresh
-	if err != nil {
-		next = min(next, jwksRetryInterval)
-	} else {
+	if err == nil {
 		s.keys.Store(keys)
 	}
-	s.mu.Lock()
-	s.nextRefresh = time.Now().Add(next)
-	s.mu.Unlock()
 	return err
 }
 

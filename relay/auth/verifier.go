@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -29,7 +30,7 @@ type Config struct {
 	Leeway        time.Duration // clock skew allowed for exp/nbf
 	RequireExp    bool          // when true, tokens without exp are refused
 	HTTPClient    *http.Client  // for JWKS; nil = a client with a 10 s timeout
-	JWKSRefresh   time.Duration // min interval between JWKS refetches (default 5m; an unknown kid triggers a refetch at most every 30 s)
+	JWKSRefresh   time.Duration // interval of the background JWKS refetches (default 5m; an unknown kid triggers one at most every 10 s)
 }
 
 // ErrInvalidToken is wrapped by every error [Verifier.Verify] returns, so callers can tell a bad
@@ -70,10 +71,13 @@ type Verifier struct {
 	jwks       *jwksSource // set for a JWKS URL
 	requireExp bool
 	issuer     string
+	closeOnce  sync.Once
 }
 
 // NewVerifier builds a Verifier from cfg. With a JWKS URL it fetches the key set once before
-// returning, so that a wrong URL fails at start-up rather than on the first request.
+// returning, so that a wrong URL fails at start-up rather than on the first request, and starts
+// a goroutine that refetches it in the background (every JWKSRefresh, and for unknown kids at
+// most every 10 s) until [Verifier.Close]. ctx bounds the first fetch only.
 func NewVerifier(ctx context.Context, cfg Config) (*Verifier, error) {
 	n := 0
 	for _, set := range []bool{len(cfg.Secret) > 0, cfg.PublicKeyFile != "", cfg.JWKSURL != ""} {
@@ -137,6 +141,7 @@ func newJWKSSource(ctx context.Context, cfg Config) (*jwksSource, error) {
 		client:       cfg.HTTPClient,
 		refresh:      cfg.JWKSRefresh,
 		missInterval: jwksMissInterval,
+		missWait:     jwksMissWait,
 	}
 	if s.client == nil {
 		s.client = &http.Client{Timeout: jwksTimeout}
@@ -147,6 +152,7 @@ func newJWKSSource(ctx context.Context, cfg Config) (*jwksSource, error) {
 	if err := s.fetch(ctx); err != nil {
 		return nil, err
 	}
+	s.start()
 	return s, nil
 }
 
@@ -248,4 +254,13 @@ func Sign(secret []byte, c Claims) (string, error) {
 		return "", fmt.Errorf("auth: sign: %w", err)
 	}
 	return s, nil
+}
+
+// Close stops the JWKS refresher of a verifier that has one (cancelling a fetch in flight) and
+// waits for it to end. It may be called more than once; Verify keeps working afterwards with
+// the keys it has, refetching nothing.
+func (v *Verifier) Close() {
+	if v.jwks != nil {
+		v.closeOnce.Do(v.jwks.close)
+	}
 }
