@@ -258,3 +258,25 @@ func TestDemoPage(t *testing.T) {
 	}
 	t.Logf("screenshot: %s (%d bytes)", path, len(png))
 }
+
+// TestWebClientXHRRollover: the xhr transport keeps the whole response in
+// responseText, so it reopens the request after xhrMaxBytes characters and
+// resumes from its last id: nothing lost, nothing twice.
+func TestWebClientXHRRollover(t *testing.T) {
+	t.Parallel()
+	const secret = "rollover-secret"
+	r, _, p := webSetup(t, secret)
+	pub := publisher(t, func() string { return r.URL }, func() string { return secret })
+	tok := mintToken(t, secret, "alice", time.Hour)
+	p.start(fast(map[string]any{"transport": "xhr", "token": tok, "xhrMaxBytes": 1500}))
+	p.waitTrue("the page open", `window.relay.state === "open"`)
+	var want []ev
+	for i := 0; i < 12; i++ {
+		want = append(want, pub("", fmt.Sprintf("%03d %s", i, strings.Repeat("x", 300))))
+	}
+	p.waitSeq("the last event", want[len(want)-1].seq)
+	// More than xhrMaxBytes arrived: the request is reopened (perhaps only
+	// after the last event).
+	p.waitTrue("the request reopened", `window.rec.connected.length >= 2`)
+	sameEvents(t, "page", p.got(), want)
+}
