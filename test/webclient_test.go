@@ -120,6 +120,10 @@ func newWebHarness(t *testing.T, r *relayProc, secret string) *webHarness {
 		h.mu.Unlock()
 		_, _ = w.Write([]byte(mintToken(t, secret, "alice", ttl)))
 	})
+	// What an app's backend sees of relay.fetch(): the X-Connection-Id header.
+	mux.HandleFunc("POST /api/echo-connection-id", func(w http.ResponseWriter, req *http.Request) {
+		_, _ = w.Write([]byte(req.Header.Get("X-Connection-Id")))
+	})
 	mux.Handle("/", proxy)
 	h.srv = httptest.NewServer(mux)
 	t.Cleanup(h.srv.Close)
@@ -319,6 +323,12 @@ func TestWebClientTransportsAndExclusion(t *testing.T) {
 			}
 		}
 		sameEvents(t, transports[i]+" page", p.got()[:len(p.got())-1], want)
+		var echoed, id string
+		p.must(`window.relay.fetch("/api/echo-connection-id", {method: "POST", headers: {"X-Other": "1"}}).then((r) => r.text())`, &echoed)
+		p.must(`window.relay.connectionId`, &id)
+		if echoed != id || len(id) < 8 {
+			t.Errorf("%s page: relay.fetch sent X-Connection-Id %q, want the connection id %q", transports[i], echoed, id)
+		}
 		rec := p.record()
 		if len(rec.Connected) == 0 || rec.Connected[0].User != "alice" {
 			t.Errorf("%s page: connected %+v, want alice's", transports[i], rec.Connected)
