@@ -280,3 +280,37 @@ func TestWebClientXHRRollover(t *testing.T) {
 	p.waitTrue("the request reopened", `window.rec.connected.length >= 2`)
 	sameEvents(t, "page", p.got(), want)
 }
+
+// TestWebClientResync: a position the relay never had (another stream's
+// incarnation) gets sserelay.reset unknown-id: onResync is called, and the
+// live events that follow (with lower ids than the old position) arrive.
+// The same through the polling fallback.
+func TestWebClientResync(t *testing.T) {
+	t.Parallel()
+	const secret = "resync-secret"
+	const future = "9999999999999999999"
+	r, h, p := webSetup(t, secret)
+	pub := publisher(t, func() string { return r.URL }, func() string { return secret })
+	tok := mintToken(t, secret, "alice", time.Hour)
+	p.start(fast(map[string]any{"transport": "fetch", "token": tok, "lastEventId": future}))
+	p.waitTrue("the page open", `window.relay.state === "open"`)
+	p.waitTrue("onResync", `window.rec.resyncs.length === 1`)
+	want := []ev{pub("", "after the reset")}
+	p.waitSeq("the live event", want[0].seq)
+	sameEvents(t, "page", p.got(), want)
+	if rec := p.record(); rec.Resyncs[0] != "unknown-id" {
+		t.Errorf("resyncs %v, want [unknown-id]", rec.Resyncs)
+	}
+
+	// A second page that can only poll.
+	h.blockSSE.Store(true)
+	q := p.b.open(h.srv.URL + "/page")
+	q.start(fast(map[string]any{"token": tok, "lastEventId": future, "hiddenTimeout": -1}))
+	q.waitTrue("the second page to poll and resync", `window.relay.state === "polling" && window.rec.resyncs.length === 1`)
+	want2 := []ev{pub("", "polled after the reset")}
+	q.waitSeq("the polled event", want2[0].seq)
+	sameEvents(t, "polling page", q.got(), want2)
+	if rec := q.record(); rec.Resyncs[0] != "unknown-id" {
+		t.Errorf("polling page: resyncs %v, want [unknown-id]", rec.Resyncs)
+	}
+}
