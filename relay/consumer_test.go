@@ -2,8 +2,6 @@ package relay
 
 import (
 	"context"
-	"net"
-	"net/http"
 	"strconv"
 	"sync"
 	"testing"
@@ -32,28 +30,7 @@ func newClusterEnv(t *testing.T) *clusterEnv {
 		_, err := EnsureStream(ctx, e.js, e.stream)
 		return err == nil
 	})
-	var err error
-	e.relay, err = New(Config{Conn: e.nc, Verifier: mustVerifier(t), Logger: testLogger(t), Keepalive: time.Hour})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := e.relay.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.srv = &http.Server{Handler: e.relay.Handler(), ReadHeaderTimeout: 5 * time.Second}
-	go func() { _ = e.srv.Serve(ln) }()
-	e.url = "http://" + ln.Addr().String()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		e.relay.Drain()
-		_ = e.srv.Shutdown(ctx)
-		_ = e.relay.Shutdown(ctx)
-	})
+	e.startRelay(ctx, Config{Verifier: mustVerifier(t), Logger: testLogger(t), Keepalive: time.Hour})
 	return &clusterEnv{testEnv: e, cluster: c}
 }
 

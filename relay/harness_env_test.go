@@ -147,7 +147,16 @@ func newEnv(t testing.TB, opts ...envOption) *testEnv {
 	if o.history != nil {
 		o.history(e)
 	}
-	cfg := o.config
+	e.startRelay(ctx, o.config)
+	return e
+}
+
+// startRelay starts a relay with cfg on e.nc and its HTTP server on a
+// loopback socket; cleanup drains and shuts both down.
+func (e *testEnv) startRelay(ctx context.Context, cfg Config) {
+	t := e.t
+	t.Helper()
+	var err error
 	cfg.Conn = e.nc
 	if e.relay, err = New(cfg); err != nil {
 		t.Fatal(err)
@@ -171,7 +180,6 @@ func newEnv(t testing.TB, opts ...envOption) *testEnv {
 			t.Errorf("relay shutdown: %v", err)
 		}
 	})
-	return e
 }
 
 // startNATS starts the embedded server on e.natsAddr with e.natsDir.
