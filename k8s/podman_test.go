@@ -240,8 +240,9 @@ func TestImage(t *testing.T) {
 //   - Secrets: secretKeyRef values become literal values (kube play reads podman secrets, not the Secret
 //     objects of a cluster);
 //   - resourceFieldRef (GOMEMLIMIT from the memory limit) is dropped;
-//   - images become the ones built here, and the HTTP ports get host ports on 127.0.0.1.
-func podmanDeployment(t *testing.T, file, name string, secret string, hostPorts map[string]int32) []byte {
+//   - images become the ones built here, the HTTP ports get host ports on 127.0.0.1, relayEnv overrides
+//     the relay's variables (the hub's address), and there is one replica.
+func podmanDeployment(t *testing.T, file, name string, secret string, hostPorts map[string]int32, relayEnv map[string]string) []byte {
 	t.Helper()
 	data, err := os.ReadFile(file)
 	if err != nil {
@@ -256,6 +257,8 @@ func podmanDeployment(t *testing.T, file, name string, secret string, hostPorts 
 		t.Fatalf("%s: %T, want a Deployment", file, obj)
 	}
 	d.Name = name
+	one := int32(1)
+	d.Spec.Replicas = &one // kube play runs one pod per Deployment
 	spec := &d.Spec.Template.Spec
 	var inits []corev1.Container
 	var sidecars []corev1.Container
@@ -287,6 +290,13 @@ func podmanDeployment(t *testing.T, file, name string, secret string, hostPorts 
 			case e.ValueFrom != nil && e.ValueFrom.ResourceFieldRef != nil:
 			default:
 				env = append(env, e)
+			}
+		}
+		if isRelay(c) {
+			for i := range env {
+				if v, ok := relayEnv[env[i].Name]; ok {
+					env[i].Value = v
+				}
 			}
 		}
 		c.Env = env
@@ -325,77 +335,121 @@ func resolveNamedPort(t *testing.T, c *corev1.Container, name string) int32 {
 // event the app publishes to 127.0.0.1:4222 reaches the stream with the id the app was told.
 func TestKubePlaySidecar(t *testing.T) {
 	buildImages(t)
-	const secret = "kube-play-secret-of-at-least-32-bytes"
+	p := playPod(t, "sidecar/deployment.yaml", "sserelay-sidecar-"+suffix, nil)
+	events := p.stream(t, p.token(t, "alice"))
+	seq := p.say(t, "alice", "hello from the app container")
+	p.expect(t, events, seq, "hello from the app container")
+}
+
+// playedPod is a pod of a manifest under kube play, its relay's and app's HTTP ports on 127.0.0.1.
+type playedPod struct {
+	name, relay, app string // pod name, relay and app base URLs
+	logs             func() string
+}
+
+const podSecret = "kube-play-secret-of-at-least-32-bytes"
+
+// playPod runs one pod of the Deployment in file (see podmanDeployment) and waits until its relay is ready
+// and its app answers; kube down removes it at cleanup.
+func playPod(t *testing.T, file, name string, relayEnv map[string]string) *playedPod {
+	t.Helper()
 	relayPort, appPort := freeLoopbackPort(t), freeLoopbackPort(t)
-	name := "sserelay-sidecar-" + suffix
-	manifest := podmanDeployment(t, "sidecar/deployment.yaml", name, secret,
-		map[string]int32{"sserelay/http": int32(relayPort), "app/3000": int32(appPort)})
+	manifest := podmanDeployment(t, file, name, podSecret,
+		map[string]int32{"sserelay/http": int32(relayPort), "app/3000": int32(appPort)}, relayEnv)
 	// kube play builds an image from a directory named like an image, if there is one: run it elsewhere.
 	dir := t.TempDir()
-	file := filepath.Join(dir, "pod.yaml")
-	if err := os.WriteFile(file, manifest, 0o644); err != nil {
+	pf := filepath.Join(dir, "pod.yaml")
+	if err := os.WriteFile(pf, manifest, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	mustPodman(t, dir, "kube", "play", file)
-	pod := name + "-pod-0"
+	mustPodman(t, dir, "kube", "play", pf)
 	t.Cleanup(func() {
-		if _, err := podman(t, dir, "kube", "down", file); err != nil {
+		if _, err := podman(t, dir, "kube", "down", pf); err != nil {
 			t.Log(err)
 		}
 	})
-	logs := func() string {
+	p := &playedPod{name: name + "-pod-0", relay: fmt.Sprintf("http://127.0.0.1:%d", relayPort), app: fmt.Sprintf("http://127.0.0.1:%d", appPort)}
+	p.logs = func() string {
 		var b strings.Builder
 		for _, c := range []string{"sserelay", "app"} {
-			fmt.Fprintf(&b, "---- %s:\n%s\n", c, podmanLogs(t, pod+"-"+c))
+			fmt.Fprintf(&b, "---- %s %s:\n%s\n", p.name, c, podmanLogs(t, p.name+"-"+c))
 		}
 		return b.String()
 	}
-	base := fmt.Sprintf("http://127.0.0.1:%d", relayPort)
-	waitHTTP(t, base+"/readyz", http.StatusOK, time.Minute, logs)
-	appBase := fmt.Sprintf("http://127.0.0.1:%d", appPort)
-	waitHTTP(t, appBase+"/healthz", http.StatusOK, time.Minute, logs)
+	waitHTTP(t, p.relay+"/readyz", http.StatusOK, time.Minute, p.logs)
+	waitHTTP(t, p.app+"/healthz", http.StatusOK, time.Minute, p.logs)
+	return p
+}
 
+// token asks the pod's app for a user's token.
+func (p *playedPod) token(t *testing.T, user string) string {
+	t.Helper()
 	var tok struct{ Token string }
-	getJSON(t, appBase+"/token?user=alice", &tok)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, base+"/v1/events?app_id=example", nil)
-	req.Header.Set("Authorization", "Bearer "+tok.Token)
+	getJSON(t, p.app+"/token?user="+user, &tok)
+	return tok.Token
+}
+
+// stream opens a stream on the pod's relay and returns its events after sserelay.connected.
+func (p *playedPod) stream(t *testing.T, token string) <-chan sseEvent {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, p.relay+"/v1/events?app_id=example", nil)
+	req.Header.Set("Authorization", "Bearer "+token)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
+		cancel()
 		t.Fatal(err)
 	}
-	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		cancel()
 		t.Fatalf("GET /v1/events: %d %s", resp.StatusCode, b)
 	}
 	events := make(chan sseEvent, 16)
-	go readSSE(resp.Body, events)
-	if ev := <-events; ev.event != "sserelay.connected" {
-		t.Fatalf("first event %+v, want sserelay.connected", ev)
+	done := make(chan struct{})
+	go func() { defer close(done); readSSE(resp.Body, events) }()
+	t.Cleanup(func() { cancel(); resp.Body.Close(); <-done })
+	select {
+	case ev := <-events:
+		if ev.event != "sserelay.connected" {
+			t.Fatalf("first event %+v, want sserelay.connected", ev)
+		}
+	case <-time.After(time.Minute):
+		t.Fatalf("no sserelay.connected within a minute\n%s", p.logs())
 	}
+	return events
+}
 
-	presp, err := http.Post(appBase+"/say?user=alice", "text/plain", strings.NewReader("hello from the app container"))
+// say makes the pod's app publish data to user's feed over its 127.0.0.1:4222 and returns the id.
+func (p *playedPod) say(t *testing.T, user, data string) uint64 {
+	t.Helper()
+	resp, err := http.Post(p.app+"/say?user="+user, "text/plain", strings.NewReader(data))
 	if err != nil {
 		t.Fatal(err)
 	}
 	var said struct{ Seq uint64 }
-	err = json.NewDecoder(presp.Body).Decode(&said)
-	presp.Body.Close()
-	if presp.StatusCode != http.StatusOK || err != nil || said.Seq == 0 {
-		t.Fatalf("POST /say: %d %v %+v\n%s", presp.StatusCode, err, said, logs())
+	err = json.NewDecoder(resp.Body).Decode(&said)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || err != nil || said.Seq == 0 {
+		t.Fatalf("POST /say: %d %v %+v\n%s", resp.StatusCode, err, said, p.logs())
 	}
+	return said.Seq
+}
+
+// expect waits for the next event of a stream of p and checks its id and data.
+func (p *playedPod) expect(t *testing.T, events <-chan sseEvent, seq uint64, data string) {
+	t.Helper()
 	select {
 	case ev, ok := <-events:
 		if !ok {
-			t.Fatalf("stream ended before the event\n%s", logs())
+			t.Fatalf("stream on %s ended before event %d\n%s", p.name, seq, p.logs())
 		}
-		if ev.id != strconv.FormatUint(said.Seq, 10) || ev.data != "hello from the app container" {
-			t.Errorf("got %+v, want id %d with the app's data", ev, said.Seq)
+		if ev.id != strconv.FormatUint(seq, 10) || ev.data != data {
+			t.Errorf("stream on %s: got %+v, want id %d data %q", p.name, ev, seq, data)
 		}
-	case <-ctx.Done():
-		t.Fatalf("no event within a minute\n%s", logs())
+	case <-time.After(time.Minute):
+		t.Fatalf("stream on %s: no event %d within a minute\n%s", p.name, seq, p.logs())
 	}
 }
 
