@@ -29,13 +29,6 @@ type serveConfig struct {
 	Metrics metricsConfig
 }
 
-// natsConfig is the connection to an external NATS server.
-type natsConfig struct {
-	URL    string // empty: the embedded server
-	Creds  string
-	Domain string // JetStream domain
-}
-
 // embeddedConfig is the embedded server's, when NATS.URL is empty.
 type embeddedConfig struct {
 	DataDir    string

@@ -17,22 +17,22 @@ import (
 
 // publishConfig is what `sserelay publish` is configured with.
 type publishConfig struct {
-	NATSURL, NATSCreds, SubjectPrefix string
-	Req                               relay.PublishRequest
-	ConnectionUser                    string
-	Timeout                           time.Duration
+	NATS          natsConfig
+	SubjectPrefix string
+	Req           relay.PublishRequest
+	// ConnectionUser is the X-Connection-User of --connection-id.
+	ConnectionUser string
+	Timeout        time.Duration
 }
 
 func publishCommand() *cli.Command {
-	cfg := &publishConfig{NATSURL: nats.DefaultURL, SubjectPrefix: relay.DefaultConfig().SubjectPrefix, Timeout: 5 * time.Second}
+	cfg := &publishConfig{NATS: natsConfig{URL: nats.DefaultURL}, SubjectPrefix: relay.DefaultConfig().SubjectPrefix, Timeout: 5 * time.Second}
 	p := &cfg.Req
 	return &cli.Command{
 		Name:      "publish",
 		Usage:     "publish one event through JetStream and print its stream sequence",
 		ArgsUsage: "[DATA]  (no DATA or - reads stdin)",
-		Flags: []cli.Flag{
-			stringVar(&cfg.NATSURL, "", "nats-url", "NATS server URL"),
-			stringVar(&cfg.NATSCreds, "", "nats-creds", "NATS credentials file"),
+		Flags: append(natsFlags(&cfg.NATS, catNATS, "NATS server URL(s), comma-separated"), []cli.Flag{
 			stringVar(&cfg.SubjectPrefix, "", "subject-prefix", "first subject token"),
 			&cli.StringFlag{Name: "app", Required: true, Usage: "app id", Destination: &p.AppID},
 			&cli.StringFlag{Name: "feed", Required: true, Usage: "feed: a user id, or a shared feed", Destination: &p.Feed},
@@ -42,8 +42,9 @@ func publishCommand() *cli.Command {
 			&cli.StringFlag{Name: "connection-user", Usage: "the user whose connection --connection-id is (X-Connection-User header): without it the relay excludes no one, unless it runs with --exclusion-without-user", Destination: &cfg.ConnectionUser},
 			&cli.StringFlag{Name: "id", Usage: "de-duplication id, stored as the Nats-Msg-Id header as given: JetStream compares it across the whole stream, so scope it (e.g. <app>.<feed>.<service>.<id>)", Destination: &p.ID},
 			&cli.DurationFlag{Name: "timeout", Value: cfg.Timeout, Usage: "wait this long for the acknowledgement", Destination: &cfg.Timeout},
-		},
-		Action: func(c *cli.Context) error { return publish(c, cfg) },
+		}...),
+		OnUsageError: usage,
+		Action:       func(c *cli.Context) error { return publish(c, cfg) },
 	}
 }
 
@@ -72,16 +73,24 @@ func publish(c *cli.Context, cfg *publishConfig) error {
 	if p.ConnectionID != "" && cfg.ConnectionUser == "" {
 		fmt.Fprintln(c.App.ErrWriter, "warning: --connection-id without --connection-user excludes no one unless the relay runs with --exclusion-without-user")
 	}
-	opts := []nats.Option{nats.Name("sserelay publish")}
-	if cfg.NATSCreds != "" {
-		opts = append(opts, nats.UserCredentials(cfg.NATSCreds))
+	if err := cfg.NATS.check(); err != nil {
+		return usageError{err}
 	}
-	nc, err := nats.Connect(cfg.NATSURL, opts...)
+	opts, err := cfg.NATS.options()
 	if err != nil {
-		return fmt.Errorf("connect to %s: %w", cfg.NATSURL, err)
+		return err
+	}
+	nc, err := nats.Connect(cfg.NATS.URL, append(opts, nats.Name("sserelay publish"))...)
+	if err != nil {
+		return fmt.Errorf("connect to %s: %w", redactedURLs(cfg.NATS.URL), err)
 	}
 	defer nc.Close()
-	js, err := jetstream.New(nc)
+	var js jetstream.JetStream
+	if cfg.NATS.Domain != "" {
+		js, err = jetstream.NewWithDomain(nc, cfg.NATS.Domain)
+	} else {
+		js, err = jetstream.New(nc)
+	}
 	if err != nil {
 		return err
 	}

@@ -1,6 +1,8 @@
 package cli
 
 import (
+	"slices"
+
 	"github.com/urfave/cli/v2"
 )
 
@@ -64,10 +66,6 @@ func serveFlags(cfg *serveConfig) []cli.Flag {
 		boolVar(&cfg.Tokens.RequireExp, catTokens, "jwt-require-exp", "refuse tokens without exp"),
 		intVar(&r.TokenCache, catTokens, "token-cache", "verified tokens remembered until they expire, at most a minute (-1: off)"),
 
-		stringVar(&cfg.NATS.URL, catNATS, "nats-url", "external NATS server URL(s), comma-separated; empty runs an embedded server"),
-		stringVar(&cfg.NATS.Creds, catNATS, "nats-creds", "NATS credentials file for --nats-url"),
-		stringVar(&cfg.NATS.Domain, catNATS, "js-domain", "JetStream domain (leaf-node setups)"),
-
 		stringVar(&cfg.Embedded.DataDir, catEmbedded, "data-dir", "embedded JetStream store directory"),
 		stringVar(&cfg.Embedded.Listen, catEmbedded, "nats-listen", "embedded server's client address for outside publishers, or off"),
 		stringVar(&cfg.Embedded.ServerName, catEmbedded, "server-name", "embedded server name (default: host name)"),
@@ -84,5 +82,6 @@ func serveFlags(cfg *serveConfig) []cli.Flag {
 
 		stringVar(&cfg.Log.Format, catLogging, "log-format", "text (colored on a terminal) or json"),
 		stringVar(&cfg.Log.Level, catLogging, "log-level", "debug, info, warn or error"),
-	}, append(leafFlags(&cfg.Leaf), metricsFlags(&cfg.Metrics)...)...)
+	}, slices.Concat(natsFlags(&cfg.NATS, catNATS, "external NATS server URL(s), comma-separated; empty runs an embedded server"),
+		leafFlags(&cfg.Leaf), metricsFlags(&cfg.Metrics))...)
 }

@@ -72,8 +72,12 @@ func TestServeFlagsBound(t *testing.T) {
 		}
 		seen[name] = true
 		d := f.(cli.DocGenerationFlag)
-		if want := "SSERELAY_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_")); !reflect.DeepEqual(d.GetEnvVars(), []string{want}) {
-			t.Errorf("--%s: environment variables %q, want %s", name, d.GetEnvVars(), want)
+		want := []string{"SSERELAY_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))}
+		if fb := natsFallbacks[name]; fb != "" {
+			want = append(want, fb)
+		}
+		if !reflect.DeepEqual(d.GetEnvVars(), want) {
+			t.Errorf("--%s: environment variables %q, want %q", name, d.GetEnvVars(), want)
 		}
 		if f.(cli.CategorizableFlag).GetCategory() == "" {
 			t.Errorf("--%s has no category", name)
@@ -91,6 +95,25 @@ func TestServeFlagsBound(t *testing.T) {
 	}
 	if len(seen) < 40 {
 		t.Errorf("only %d flags", len(seen))
+	}
+}
+
+// natsFallbacks are the variables of other NATS tools that serve reads
+// after its own.
+var natsFallbacks = map[string]string{"nats-url": "NATS_URL", "nats-creds": "NATS_CREDS"}
+
+func TestNATSEnvFallbacks(t *testing.T) {
+	t.Setenv("NATS_URL", "nats://fallback:4222")
+	t.Setenv("NATS_CREDS", "/fallback.creds")
+	if cfg := parseServeFlags(t); cfg.NATS.URL != "nats://fallback:4222" || cfg.NATS.Creds != "/fallback.creds" {
+		t.Errorf("NATS_URL and NATS_CREDS alone: url %q creds %q", cfg.NATS.URL, cfg.NATS.Creds)
+	}
+	t.Setenv("SSERELAY_NATS_URL", "nats://own:4222")
+	if cfg := parseServeFlags(t); cfg.NATS.URL != "nats://own:4222" {
+		t.Errorf("with SSERELAY_NATS_URL too: url %q, want SSERELAY_NATS_URL's", cfg.NATS.URL)
+	}
+	if cfg := parseServeFlags(t, "--nats-url", "nats://flag:4222"); cfg.NATS.URL != "nats://flag:4222" {
+		t.Errorf("with --nats-url: url %q, want the flag's", cfg.NATS.URL)
 	}
 }
 

@@ -42,11 +42,18 @@ func startNATS(ctx context.Context, cfg *serveConfig, log *slog.Logger) (_ *nats
 			return nil, err
 		}
 		opts = append(opts, n.srv.ConnectOption())
-	} else if cfg.NATS.Creds != "" {
-		opts = append(opts, nats.UserCredentials(cfg.NATS.Creds))
+	} else {
+		auth, err := cfg.NATS.options()
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, auth...)
 	}
 	if n.nc, err = nats.Connect(cfg.NATS.URL, opts...); err != nil {
-		return nil, fmt.Errorf("connect to NATS %s: %w", cfg.NATS.URL, err)
+		return nil, fmt.Errorf("connect to NATS %s: %w", redactedURLs(cfg.NATS.URL), err)
+	}
+	if cfg.NATS.URL != "" {
+		log.Info("NATS connected", "url", n.nc.ConnectedUrlRedacted(), "servers", redactedURLs(cfg.NATS.URL))
 	}
 	if cfg.NATS.Domain != "" {
 		n.js, err = jetstream.NewWithDomain(n.nc, cfg.NATS.Domain)
@@ -76,8 +83,10 @@ func startNATS(ctx context.Context, cfg *serveConfig, log *slog.Logger) (_ *nats
 func connectOptions(log *slog.Logger) []nats.Option {
 	return []nats.Option{
 		nats.Name("sserelay"),
+		// Reconnect for ever, backing off (reconnectDelay) once every
+		// server of the list has failed.
 		nats.MaxReconnects(-1),
-		nats.ReconnectWait(250 * time.Millisecond),
+		nats.CustomReconnectDelay(reconnectDelay),
 		// Fail publishes at once while disconnected instead of buffering
 		// them: a publisher told 503 must not see its event appear later.
 		nats.ReconnectBufSize(-1),

@@ -76,7 +76,6 @@ func validate(cfg *serveConfig, flags []cli.Flag) error {
 		{"listen", cfg.HTTP.Listen, checkAddr(cfg.HTTP.Listen)},
 		{"nats-listen", cfg.Embedded.Listen, checkAddrOr(cfg.Embedded.Listen, "off")},
 		{"metrics-listen", cfg.Metrics.Listen, checkAddrOr(cfg.Metrics.Listen, "")},
-		{"nats-url", cfg.NATS.URL, checkNATSURLs(cfg.NATS.URL)},
 		{"store-sync", cfg.Embedded.StoreSync, checkStoreSync(cfg.Embedded.StoreSync)},
 		{"server-name", cfg.Embedded.ServerName, noSpace(cfg.Embedded.ServerName)},
 		{"log-format", cfg.Log.Format, oneOf(cfg.Log.Format, "text", "json")},
@@ -99,6 +98,12 @@ func validate(cfg *serveConfig, flags []cli.Flag) error {
 	}
 	if (cfg.HTTP.TLSCert == "") != (cfg.HTTP.TLSKey == "") {
 		return errors.New("--tls-cert and --tls-key go together")
+	}
+	if set := cfg.NATS.authFlags(); cfg.NATS.URL == "" && len(set) > 0 {
+		return fmt.Errorf("%s needs --nats-url: the embedded server takes no credentials", set[0])
+	}
+	if err := cfg.NATS.check(); err != nil {
+		return err
 	}
 	if err := cfg.Metrics.check(); err != nil {
 		return err
