@@ -300,12 +300,17 @@ func podmanDeployment(t *testing.T, file, name string, secret string, hostPorts 
 			}
 		}
 		c.Env = env
+		var ports []corev1.ContainerPort
 		for port, host := range hostPorts {
-			if c.Name != strings.SplitN(port, "/", 2)[0] {
+			cname, pname, _ := strings.Cut(port, "/")
+			if c.Name != cname {
 				continue
 			}
-			p := resolveNamedPort(t, c, strings.SplitN(port, "/", 2)[1])
-			c.Ports = append(c.Ports[:0:0], corev1.ContainerPort{Name: "http", ContainerPort: p, HostPort: host, HostIP: "127.0.0.1", Protocol: corev1.ProtocolTCP})
+			p := resolveNamedPort(t, c, pname)
+			ports = append(ports, corev1.ContainerPort{Name: "p" + strconv.Itoa(int(p)), ContainerPort: p, HostPort: host, HostIP: "127.0.0.1", Protocol: corev1.ProtocolTCP})
+		}
+		if ports != nil {
+			c.Ports = ports
 		}
 	}
 	out, err := yaml.Marshal(d)
@@ -339,12 +344,15 @@ func TestKubePlaySidecar(t *testing.T) {
 	events := p.stream(t, p.token(t, "alice"))
 	seq := p.say(t, "alice", "hello from the app container")
 	p.expect(t, events, seq, "hello from the app container")
+	// Metrics on their own port only: the public one (what the Service exposes) has none.
+	waitHTTP(t, p.metrics+"/metrics", http.StatusOK, time.Minute, p.logs)
+	waitHTTP(t, p.relay+"/metrics", http.StatusNotFound, time.Minute, p.logs)
 }
 
 // playedPod is a pod of a manifest under kube play, its relay's and app's HTTP ports on 127.0.0.1.
 type playedPod struct {
-	name, relay, app string // pod name, relay and app base URLs
-	logs             func() string
+	name, relay, app, metrics string // pod name, relay, app and relay metrics base URLs
+	logs                      func() string
 }
 
 const podSecret = "kube-play-secret-of-at-least-32-bytes"
@@ -353,9 +361,9 @@ const podSecret = "kube-play-secret-of-at-least-32-bytes"
 // and its app answers; kube down removes it at cleanup.
 func playPod(t *testing.T, file, name string, relayEnv map[string]string) *playedPod {
 	t.Helper()
-	relayPort, appPort := freeLoopbackPort(t), freeLoopbackPort(t)
+	relayPort, appPort, metricsPort := freeLoopbackPort(t), freeLoopbackPort(t), freeLoopbackPort(t)
 	manifest := podmanDeployment(t, file, name, podSecret,
-		map[string]int32{"sserelay/http": int32(relayPort), "app/3000": int32(appPort)}, relayEnv)
+		map[string]int32{"sserelay/http": int32(relayPort), "sserelay/metrics": int32(metricsPort), "app/3000": int32(appPort)}, relayEnv)
 	// kube play builds an image from a directory named like an image, if there is one: run it elsewhere.
 	dir := t.TempDir()
 	pf := filepath.Join(dir, "pod.yaml")
@@ -368,7 +376,8 @@ func playPod(t *testing.T, file, name string, relayEnv map[string]string) *playe
 			t.Log(err)
 		}
 	})
-	p := &playedPod{name: name + "-pod-0", relay: fmt.Sprintf("http://127.0.0.1:%d", relayPort), app: fmt.Sprintf("http://127.0.0.1:%d", appPort)}
+	p := &playedPod{name: name + "-pod-0", relay: fmt.Sprintf("http://127.0.0.1:%d", relayPort), app: fmt.Sprintf("http://127.0.0.1:%d", appPort),
+		metrics: fmt.Sprintf("http://127.0.0.1:%d", metricsPort)}
 	p.logs = func() string {
 		var b strings.Builder
 		for _, c := range []string{"sserelay", "app"} {
