@@ -94,6 +94,56 @@ type Config struct {
 	// expire (at most a minute), so that repeated requests with one token
 	// skip the signature check (default 10000; -1 turns it off).
 	TokenCache int
+	// TrustedProxies lists the CIDR prefixes (or single addresses) of the
+	// proxies in front of the relay: for a request from one of them the
+	// client's address is the right-most address of X-Forwarded-For that is
+	// not a trusted proxy. Empty: the peer address is the client's.
+	TrustedProxies []string
+
+	// BodyTimeout bounds the time to receive the body of a request that has
+	// one (every endpoint but a stream reads it before it answers), so that
+	// a client that announces a body and sends nothing holds no connection
+	// (default 10 s).
+	BodyTimeout time.Duration
+	// MaxConnections bounds the open connections of a listener wrapped by
+	// [Relay.Listener]; beyond it new connections are closed at once
+	// (default 0: the open-files limit less 256 for NATS, the store and
+	// the logs; -1: no bound).
+	MaxConnections int
+	// PollPageBytes bounds the event data of one poll=1 response (default
+	// 1 MiB); a page holds at least one event whatever its size.
+	PollPageBytes int
+
+	// MaxStreamsPerUser bounds the open streams of one user (token subject);
+	// beyond it the user's new streams are asked to retry later (default
+	// 64; -1: no bound).
+	MaxStreamsPerUser int
+	// UserStreamRate and UserStreamBurst bound the new streams (and polls)
+	// per second of one user: a token bucket of UserStreamBurst refilled at
+	// UserStreamRate per second (default 2/s, burst 20: a user's tabs all
+	// reconnecting after a drain fit; -1 rate: no bound).
+	UserStreamRate  float64
+	UserStreamBurst int
+	// IPStreamRate and IPStreamBurst do the same per client address (an
+	// IPv6 address counts by its /64), before the token is checked
+	// (default 100/s, burst 1000: generous, since an office behind one NAT,
+	// or a proxy that is not in TrustedProxies, is one address; -1: no bound).
+	IPStreamRate  float64
+	IPStreamBurst int
+	// PublishRate and PublishBurst bound the POST /v1/publish requests per
+	// second of one token subject; beyond it the answer is 429 with
+	// Retry-After (default 100/s, burst 200; -1 rate: no bound). Backends
+	// that publish more publish to NATS directly.
+	PublishRate  float64
+	PublishBurst int
+	// MaxReplaysPerUser bounds the replay slots (of MaxReplays) one user
+	// holds at once; the user's other catch-ups and polls wait for one of
+	// theirs, without holding a slot another user could take (default 4).
+	MaxReplaysPerUser int
+	// LimiterKeys bounds the users and addresses the rate limits remember
+	// each (default 100000); idle ones are forgotten first.
+	LimiterKeys int
+
 	// NoDemo disables the demo page at "/".
 	NoDemo bool
 	// Registry receives the relay's metrics; GET /metrics and
@@ -145,6 +195,18 @@ func DefaultConfig() Config {
 		PublishTimeout:  5 * time.Second,
 		RequestTimeout:  5 * time.Second,
 		TokenCache:      10000,
+		BodyTimeout:     10 * time.Second,
+		PollPageBytes:   1 << 20,
+
+		MaxStreamsPerUser: 64,
+		UserStreamRate:    2,
+		UserStreamBurst:   20,
+		IPStreamRate:      100,
+		IPStreamBurst:     1000,
+		PublishRate:       100,
+		PublishBurst:      200,
+		MaxReplaysPerUser: 4,
+		LimiterKeys:       100000,
 	}
 }
 
@@ -275,6 +337,7 @@ func (c *Config) setValueDefaults() {
 	setDefault(&c.MaxPublishBytes, d.MaxPublishBytes)
 	setDefault(&c.PublishTimeout, d.PublishTimeout)
 	setDefault(&c.RequestTimeout, d.RequestTimeout)
+	c.setLimitDefaults(d)
 }
 
 // check checks c after defaults: what is left at zero or below means
@@ -325,6 +388,9 @@ func (c *Config) check() error {
 		return invalid("RequestTimeout", c.RequestTimeout, timeout)
 	case c.TokenCache < -1:
 		return invalid("TokenCache", c.TokenCache, "want a positive count, or -1 for no cache")
+	}
+	if err := c.checkLimits(); err != nil {
+		return err
 	}
 	for _, o := range c.AllowedOrigins {
 		if err := checkOrigin(o); err != "" {

@@ -177,11 +177,32 @@ func appendRetry(dst []byte, ms int64) []byte {
 // serveEvents answers GET /v1/events: it opens a stream (or, with poll=1,
 // answers one page of JSON).
 func (r *Relay) serveEvents(w http.ResponseWriter, req *http.Request) {
+	if req.ContentLength != 0 { // -1: chunked, or HTTP/2 with data frames to come
+		// Not waiting for a body that has no use: answer and close.
+		w.Header().Set("Connection", "close")
+		r.metrics.rejected.Add(1)
+		writeError(w, http.StatusBadRequest, "a stream request has no body")
+		return
+	}
+	poll := req.URL.Query().Get("poll") == "1"
+	// Before the token is checked: a flood of bad tokens costs a map lookup.
+	if ok, wait := r.limits.ipRate.allow(r.limits.clientAddr(req), time.Now()); !ok {
+		r.refuseLimited(w, req, poll, limitIPRate, wait)
+		return
+	}
 	sr, status, msg := r.parseStreamRequest(req)
 	if sr == nil {
 		r.metrics.rejected.Add(1)
 		r.log.Debug("stream refused", "status", status, "error", msg, "remote", req.RemoteAddr)
 		writeError(w, status, msg)
+		return
+	}
+	if req.Method == http.MethodHead {
+		r.serveHead(w, sr)
+		return
+	}
+	if ok, wait := r.limits.userRate.allow(sr.claims.Subject, time.Now()); !ok {
+		r.refuseLimited(w, req, poll, limitUserRate, wait)
 		return
 	}
 	if sr.poll {
@@ -200,6 +221,9 @@ func (r *Relay) serveEvents(w http.ResponseWriter, req *http.Request) {
 		r.metrics.shed.Add(1)
 		r.metrics.closed[closeShed].Inc()
 		r.sendAway(w, "busy")
+		return
+	case refusedUserFull:
+		r.refuseLimited(w, req, false, limitUserStreams, 0)
 		return
 	}
 	start := time.Now()

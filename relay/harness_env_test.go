@@ -169,7 +169,7 @@ func (e *testEnv) startRelay(ctx context.Context, cfg Config) {
 		t.Fatal(err)
 	}
 	e.srv = &http.Server{Handler: e.relay.Handler(), ReadHeaderTimeout: 5 * time.Second}
-	go func() { _ = e.srv.Serve(ln) }()
+	go func() { _ = e.srv.Serve(e.relay.Listener(ln)) }()
 	e.url = "http://" + ln.Addr().String()
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

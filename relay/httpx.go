@@ -25,19 +25,31 @@ func writeError(w http.ResponseWriter, status int, msg string) {
 // cors answers preflights and sets the CORS headers for allowed origins.
 // Fetch-based clients send Authorization, Last-Event-ID and X-Connection-Id,
 // which need a preflight; the browser must be able to read X-Connection-Id.
+//
+// Only an origin listed by name may send credentials (cookies, which
+// streams accept as a token). "*" lets any other origin read the answers
+// without them: Access-Control-Allow-Origin: *, with which a browser never
+// sends cookies nor exposes a response that needed them, so a foreign page
+// can only use a token it already holds. The origin "null" (sandboxed
+// frames, file: pages) is never reflected.
 func (r *Relay) cors(next http.Handler) http.Handler {
 	if len(r.cfg.AllowedOrigins) == 0 {
 		return next
 	}
-	any := slices.Contains(r.cfg.AllowedOrigins, "*")
+	anyOrigin := slices.Contains(r.cfg.AllowedOrigins, "*")
 	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		origin := req.Header.Get("Origin")
-		if origin != "" && (any || slices.Contains(r.cfg.AllowedOrigins, origin)) {
+		listed := origin != "" && origin != "*" && origin != "null" && slices.Contains(r.cfg.AllowedOrigins, origin)
+		if listed || (origin != "" && anyOrigin) {
 			h := w.Header()
-			h.Set("Access-Control-Allow-Origin", origin)
-			h.Set("Access-Control-Allow-Credentials", "true")
+			if listed {
+				h.Set("Access-Control-Allow-Origin", origin)
+				h.Set("Access-Control-Allow-Credentials", "true")
+			} else {
+				h.Set("Access-Control-Allow-Origin", "*")
+			}
 			h.Add("Vary", "Origin")
-			h.Set("Access-Control-Expose-Headers", "X-Connection-Id")
+			h.Set("Access-Control-Expose-Headers", "X-Connection-Id, Retry-After")
 			if req.Method == http.MethodOptions && req.Header.Get("Access-Control-Request-Method") != "" {
 				h.Set("Access-Control-Allow-Methods", "GET, POST, OPTIONS")
 				h.Set("Access-Control-Allow-Headers", "Authorization, Content-Type, Last-Event-ID, X-Connection-Id")
@@ -47,10 +59,26 @@ func (r *Relay) cors(next http.Handler) http.Handler {
 			}
 		}
 		if req.Method == http.MethodOptions {
-			w.Header().Set("Allow", "GET, POST, OPTIONS")
+			w.Header().Set("Allow", "GET, HEAD, POST, OPTIONS")
 			w.WriteHeader(http.StatusNoContent)
 			return
 		}
 		next.ServeHTTP(w, req)
 	})
+}
+
+// serveHead answers HEAD /v1/events: the status and headers a GET would
+// get (the token and parameters are checked), without a body, a session
+// or a read of the store. HEAD is GET without content (RFC 9110 9.3.2):
+// monitors and link checkers send it, and answering with the stream's
+// headers tells them what a GET would say; 405 would hide a bad token.
+func (r *Relay) serveHead(w http.ResponseWriter, sr *streamRequest) {
+	if sr.poll {
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Cache-Control", "no-store")
+	} else {
+		setStreamHeaders(w)
+	}
+	w.Header().Set("X-Connection-Id", sr.connID)
+	w.WriteHeader(http.StatusOK)
 }

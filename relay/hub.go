@@ -40,6 +40,7 @@ type hub struct {
 	prefix     string // subject prefix
 	limits     queueLimits
 	maxStreams int // 0: no limit
+	maxPerUser int // 0 or -1: no limit
 	scanBatch  int // events copied per lock hold by a large ring replay
 	log        *slog.Logger
 	metrics    *metrics
@@ -47,8 +48,9 @@ type hub struct {
 	mu       sync.Mutex
 	cursor   uint64 // last stream sequence dispatched
 	feeds    map[string]map[*session]struct{}
-	ring     *ring // recent events for fast resumes; nil when off
-	draining bool  // no registration from now on
+	users    map[string]int // open sessions by user; no entry at 0
+	ring     *ring          // recent events for fast resumes; nil when off
+	draining bool           // no registration from now on
 
 	open    atomic.Int64   // registered sessions; changed under mu, read anywhere
 	seen    atomic.Uint64  // the cursor, for readers that must not wait for mu (a scrape)
@@ -65,6 +67,8 @@ func newHub(cfg *Config, m *metrics) *hub {
 		prefix:     cfg.SubjectPrefix,
 		limits:     queueLimits{events: cfg.QueueEvents, bytes: cfg.QueueBytes},
 		maxStreams: cfg.MaxStreams,
+		maxPerUser: cfg.MaxStreamsPerUser,
+		users:      make(map[string]int),
 		scanBatch:  min(max(cfg.ReplayBatch, 1), 256),
 		log:        cfg.Logger,
 		metrics:    m,
@@ -80,6 +84,7 @@ const (
 	registered      registration = iota
 	refusedDraining              // the relay is draining: send the client away
 	refusedFull                  // MaxStreams sessions are open: send the client away
+	refusedUserFull              // MaxStreamsPerUser sessions of the user are open
 )
 
 func (g registration) String() string {
@@ -90,6 +95,8 @@ func (g registration) String() string {
 		return "draining"
 	case refusedFull:
 		return "full"
+	case refusedUserFull:
+		return "user-full"
 	}
 	return "registration(?)"
 }
@@ -106,6 +113,10 @@ func (h *hub) register(s *session) (uint64, registration) {
 	if h.maxStreams > 0 && h.open.Load() >= int64(h.maxStreams) {
 		return 0, refusedFull
 	}
+	if h.maxPerUser > 0 && h.users[s.user] >= h.maxPerUser {
+		return 0, refusedUserFull
+	}
+	h.users[s.user]++
 	h.open.Add(1)
 	h.streams.Add(1) // under mu and before draining: never concurrent with wait's start
 	for _, k := range s.keys {
@@ -127,6 +138,9 @@ func (h *hub) unregister(s *session) {
 		if len(h.feeds[k]) == 0 {
 			delete(h.feeds, k)
 		}
+	}
+	if h.users[s.user]--; h.users[s.user] <= 0 {
+		delete(h.users, s.user)
 	}
 	h.open.Add(-1)
 	h.mu.Unlock()

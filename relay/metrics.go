@@ -57,6 +57,11 @@ type metrics struct {
 	publishes    *prometheus.CounterVec // POST /v1/publish requests by status code
 	replaced     *prometheus.CounterVec // stream consumer replacements, by reason
 
+	limited      map[string]prometheus.Counter // requests refused by a per-user or per-address limit, by limit
+	connOpen     prometheus.Gauge              // connections open on a Relay.Listener
+	connRefused  prometheus.Counter            // connections closed at once by MaxConnections
+	acceptErrors prometheus.Counter            // accepts that failed for want of file descriptors
+
 	// streamLast is the highest last sequence of the stream seen so far,
 	// for the lag: each dispatched message tells it (its sequence plus the
 	// messages pending behind it), and so does the readiness probe's stream
@@ -124,7 +129,16 @@ func newMetrics() *metrics {
 	for r := range numCloseReasons {
 		m.closed[r] = closed.WithLabelValues(r.String())
 	}
-	m.publishes = vec("sserelay_publish_requests_total", "POST /v1/publish requests, by HTTP status code.", "code", "200", "400", "401", "403", "413", "503")
+	m.publishes = vec("sserelay_publish_requests_total", "POST /v1/publish requests, by HTTP status code.", "code", "200", "400", "401", "403", "408", "413", "429", "503")
+	limited := vec("sserelay_limited_total", "Requests refused by a per-user or per-address limit, by limit: streams-per-user, user-stream-rate, ip-stream-rate (stream and poll requests), publish-rate, poll-replay-busy.", "limit", limitNames...)
+	m.limited = make(map[string]prometheus.Counter, len(limitNames))
+	for _, l := range limitNames {
+		m.limited[l] = limited.WithLabelValues(l)
+	}
+	m.connOpen = prometheus.NewGauge(prometheus.GaugeOpts{Name: "sserelay_connections_open", Help: "Client connections open on the relay's listener (streams taken over from net/http included)."})
+	m.all = append(m.all, m.connOpen)
+	m.connRefused = counter("sserelay_connections_refused_total", "Client connections closed as soon as accepted because MaxConnections were open.")
+	m.acceptErrors = counter("sserelay_accept_errors_total", "Accepts that failed because the process or the system ran out of file descriptors.")
 	return m
 }
 

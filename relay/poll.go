@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // eventSourceData returns data as an EventSource delivers it: CRLF and CR
@@ -16,6 +17,11 @@ func eventSourceData(b []byte) string {
 	}
 	return strings.NewReplacer("\r\n", "\n", "\r", "\n").Replace(string(b))
 }
+
+var (
+	errPollBusy = errors.New("no replay slot for the poll")
+	errPageFull = errors.New("poll page full")
+)
 
 // servePoll answers poll=1: the events after last_event_id, one page, as JSON.
 func (r *Relay) servePoll(w http.ResponseWriter, req *http.Request, sr *streamRequest) {
@@ -45,15 +51,40 @@ func (r *Relay) servePoll(w http.ResponseWriter, req *http.Request, sr *streamRe
 		} else {
 			last = sr.lastID
 		}
+	case sr.lastID == c:
+		last = c // nothing new: no read
 	default:
+		// A poll reads the store as a resume does: it takes a replay slot,
+		// so that a flood of polls cannot hold more memory than MaxReplays
+		// resumes, nor starve them. A poll does not wait long for one.
+		timer := time.NewTimer(pollSlotWait)
+		err := r.takeReplaySlot(req.Context(), sr.claims.Subject, timer.C, func() error { return errPollBusy })
+		timer.Stop()
+		if err != nil {
+			if errors.Is(err, errPollBusy) {
+				r.metrics.limited[limitPollReplay].Inc()
+				w.Header().Set("Retry-After", retryAfter(r.cfg.Retry))
+				writeError(w, http.StatusServiceUnavailable, "busy: no replay slot free, retry later")
+			}
+			return // the client left, or the relay drains
+		}
+		defer r.releaseReplaySlot(sr.claims.Subject)
 		last = sr.lastID
-		full := true
-		_, err := r.replay(req.Context(), s.filter(), sr.lastID, c, r.cfg.PollPage, func(ev storedEvent) error {
+		full, size := false, 0
+		_, err = r.replay(req.Context(), s.filter(), sr.lastID, c, r.cfg.PollPage, func(ev storedEvent) error {
+			// A page holds PollPageBytes of data, and at least one event.
+			if size += len(ev.data) + len(ev.event); size > r.cfg.PollPageBytes && len(resp.Events) > 0 {
+				full = true
+				return errPageFull
+			}
 			resp.Events = append(resp.Events, pollEvent{ID: strconv.FormatUint(ev.seq, 10), Event: ev.event, Data: eventSourceData(ev.data)})
 			last = ev.seq
 			return nil
 		})
-		full = len(resp.Events) >= r.cfg.PollPage
+		if errors.Is(err, errPageFull) {
+			err = nil
+		}
+		full = full || len(resp.Events) >= r.cfg.PollPage
 		switch {
 		case errors.Is(err, errHistoryGone):
 			resp.Events, resp.Reset, last = []pollEvent{}, ResetHistoryGone, c

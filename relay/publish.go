@@ -6,8 +6,10 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
+	"time"
 	"unicode"
 
 	"github.com/nats-io/nats.go"
@@ -89,6 +91,12 @@ func (r *Relay) parsePublish(w http.ResponseWriter, req *http.Request) (*nats.Ms
 	if err != nil {
 		return nil, http.StatusUnauthorized, err.Error()
 	}
+	if ok, wait := r.limits.pubRate.allow(claims.Subject, time.Now()); !ok {
+		r.metrics.limited[limitPublishRate].Inc()
+		w.Header().Set("Retry-After", retryAfter(wait))
+		w.Header().Set("Connection", "close") // the body is not read
+		return nil, http.StatusTooManyRequests, "too many publishes: retry later"
+	}
 	if ct := req.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(ct, "application/json") {
 		return nil, http.StatusUnsupportedMediaType, "content type must be application/json"
 	}
@@ -101,8 +109,15 @@ func (r *Relay) parsePublish(w http.ResponseWriter, req *http.Request) (*nats.Ms
 		if errors.As(err, &tooLarge) {
 			return nil, http.StatusRequestEntityTooLarge, "body larger than " + strconv.FormatInt(r.cfg.MaxPublishBytes, 10) + " bytes"
 		}
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			w.Header().Set("Connection", "close")
+			return nil, http.StatusRequestTimeout, "request body not received within " + r.cfg.BodyTimeout.String()
+		}
 		return nil, http.StatusBadRequest, "body must be one JSON object of the publish fields: " + err.Error()
 	}
+	// The body is in: the wait for the acknowledgement must not be cut by
+	// the body's deadline (net/http's background read would cancel it).
+	_ = http.NewResponseController(w).SetReadDeadline(time.Time{})
 	if dec.More() {
 		return nil, http.StatusBadRequest, "body must be one JSON object"
 	}

@@ -42,6 +42,8 @@ type Relay struct {
 	hub *hub // the registry of open sessions, and the dispatcher's cursor
 
 	replaySlots chan struct{}
+	limits      *limiters
+	openConns   atomic.Int64 // connections open on the relay's Listeners
 
 	started   atomic.Bool
 	draining  atomic.Bool
@@ -83,6 +85,7 @@ func New(cfg Config) (*Relay, error) {
 		metricsHandler: newMetricsHandler(cfg.Registry, cfg.Logger),
 		hub:            newHub(&cfg, m),
 		replaySlots:    make(chan struct{}, cfg.MaxReplays),
+		limits:         newLimiters(&cfg),
 		drainCh:        make(chan struct{}),
 	}
 	if err := m.register(cfg.Registry, r); err != nil {
@@ -198,7 +201,7 @@ func (r *Relay) Handler() http.Handler {
 	mux.HandleFunc("/", func(w http.ResponseWriter, _ *http.Request) {
 		writeError(w, http.StatusNotFound, "not found")
 	})
-	return r.cors(mux)
+	return r.limitBody(r.cors(mux))
 }
 
 // retryHint returns the reconnection delay for a client that is sent away:

@@ -50,7 +50,7 @@ func (s *session) catchUp(ctx context.Context, c uint64) error {
 	if err := s.takeReplaySlot(ctx); err != nil {
 		return err
 	}
-	defer func() { <-s.r.replaySlots }()
+	defer s.r.releaseReplaySlot(s.user)
 	n := 0
 	var werr error // a failed write to the client, told apart from the store's errors
 	st, err := s.r.replay(ctx, s.filter(), from, c, 0, func(ev storedEvent) error {
@@ -90,31 +90,14 @@ func (s *session) catchUp(ctx context.Context, c uint64) error {
 	return s.flush()
 }
 
-// takeReplaySlot waits for one of the MaxReplays slots. In a reconnect
-// storm that can take longer than the keepalive interval, so the stream
-// gets its keepalives meanwhile: a proxy must not cut it while it waits.
+// takeReplaySlot waits for a replay slot of the user and one of the
+// MaxReplays. In a reconnect storm that can take longer than the keepalive
+// interval, so the stream gets its keepalives meanwhile: a proxy must not
+// cut it while it waits.
 func (s *session) takeReplaySlot(ctx context.Context) error {
-	select {
-	case s.r.replaySlots <- struct{}{}:
-		return nil
-	default:
-	}
 	tick := time.NewTicker(s.keepaliveTick())
 	defer tick.Stop()
-	for {
-		select {
-		case s.r.replaySlots <- struct{}{}:
-			return nil
-		case <-ctx.Done():
-			return closeClientGone
-		case <-s.r.drainCh:
-			return closeDraining
-		case <-tick.C:
-			if err := s.keepalive(); err != nil {
-				return err
-			}
-		}
-	}
+	return s.r.takeReplaySlot(ctx, s.user, tick.C, s.keepalive)
 }
 
 // reset tells the client it must resync, with id c so that a reconnect
