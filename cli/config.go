@@ -42,6 +42,7 @@ type httpConfig struct {
 	ReadHeaderTimeout time.Duration
 	MaxHeaderBytes    int
 	CORSOrigins       string // comma-separated
+	TrustedProxies    string // comma-separated CIDR prefixes
 	H2C               bool
 	TLSCert, TLSKey   string // HTTPS with HTTP/2 when set
 }
@@ -71,9 +72,12 @@ func newServeConfig() *serveConfig {
 }
 
 // origins returns the CORS origins of --cors-origins.
-func (h httpConfig) origins() []string {
+func (h httpConfig) origins() []string { return splitList(h.CORSOrigins) }
+
+// splitList splits a comma-separated flag value, dropping empty items.
+func splitList(list string) []string {
 	var out []string
-	for o := range strings.SplitSeq(h.CORSOrigins, ",") {
+	for o := range strings.SplitSeq(list, ",") {
 		if o = strings.TrimSpace(o); o != "" {
 			out = append(out, o)
 		}

@@ -32,6 +32,10 @@ func int64Var(p *int64, category, name, usage string) *cli.Int64Flag {
 	return &cli.Int64Flag{Name: name, EnvVars: env(name), Category: category, Usage: usage, Value: *p, Destination: p}
 }
 
+func float64Var(p *float64, category, name, usage string) *cli.Float64Flag {
+	return &cli.Float64Flag{Name: name, EnvVars: env(name), Category: category, Usage: usage, Value: *p, Destination: p}
+}
+
 func boolVar(p *bool, category, name, usage string) *cli.BoolFlag {
 	return &cli.BoolFlag{Name: name, EnvVars: env(name), Category: category, Usage: usage, Value: *p, Destination: p}
 }

@@ -91,6 +91,7 @@ func run(ctx context.Context, cfg *serveConfig, log *slog.Logger) error {
 	rc := cfg.Relay
 	rc.JetStream, rc.Verifier, rc.Logger = n.js, verifier, log
 	rc.AllowedOrigins = cfg.HTTP.origins()
+	rc.TrustedProxies = splitList(cfg.HTTP.TrustedProxies)
 	rc.Registry, rc.NoMetrics = reg, cfg.Metrics.ListenOnly
 	r, err := relay.New(rc)
 	if err != nil {
@@ -99,7 +100,7 @@ func run(ctx context.Context, cfg *serveConfig, log *slog.Logger) error {
 	if err := r.Start(ctx); err != nil {
 		return startErr(err)
 	}
-	h.serve(r.Handler(), log)
+	h.serve(r, log)
 
 	select {
 	case <-ctx.Done():

@@ -51,6 +51,8 @@ func otherValue(t *testing.T, f cli.Flag) string {
 		return fmt.Sprint(f.Value + 1)
 	case *cli.Int64Flag:
 		return fmt.Sprint(f.Value + 1)
+	case *cli.Float64Flag:
+		return fmt.Sprint(f.Value + 1)
 	case *cli.BoolFlag:
 		return fmt.Sprint(!f.Value)
 	}

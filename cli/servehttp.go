@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"syscall"
 	"time"
+
+	"github.com/sserelay/sserelay/relay"
 )
 
 // httpServer is the public HTTP server.
@@ -60,8 +62,9 @@ func listenHTTP(cfg *serveConfig, log *slog.Logger) (*httpServer, error) {
 }
 
 // serve serves h on the listener.
-func (s *httpServer) serve(h http.Handler, log *slog.Logger) {
-	s.hs.Handler = h
+func (s *httpServer) serve(r *relay.Relay, log *slog.Logger) {
+	s.hs.Handler = r.Handler()
+	s.ln = r.Listener(s.ln) // --max-connections, and running out of descriptors logged
 	s.serving = true
 	if s.hs.TLSConfig != nil {
 		// The certificate comes from TLSConfig.GetCertificate.

@@ -70,6 +70,10 @@ func Spawn(ctx context.Context, o SpawnOptions) (*Spawned, error) {
 		"--nats-listen", "127.0.0.1:" + strconv.Itoa(natsPort),
 		"--data-dir", filepath.Join(dir, "data"),
 		"--log-format", "json", "--log-level", "warn", "--no-demo",
+		// The bench is one client address and one publishing token by
+		// design: it measures the relay, not its per-address and per-token
+		// limits (Args can set them again).
+		"--ip-stream-rate=-1", "--publish-rate=-1",
 	}
 	args = append(args, o.Args...)
 	cmd := exec.Command(o.Exe, args...)
