@@ -89,6 +89,13 @@ func badInputs(t *testing.T) []badInput {
 		{name: "connections over the limit are closed", env: "conns",
 			check: func(t *testing.T, e *testEnv, _ biResult) { biConnLimit(t, e, 3) }},
 
+		// Item 2: a stream request has no body; bytes after it end the
+		// stream, at the cost of one read.
+		{name: "bytes sent after a stream request",
+			check: func(t *testing.T, e *testEnv, _ biResult) { biSendAfterStream(t, e, "after", 1) }},
+		{name: "bytes pipelined with a stream request",
+			check: func(t *testing.T, e *testEnv, _ biResult) { biSendAfterStream(t, e, "with", 2) }},
+
 		// Item 3: a poll page is bounded in bytes, with at least one event.
 		{name: "poll page bytes", env: "tight",
 			setup: func(t *testing.T, e *testEnv) {
@@ -438,3 +445,40 @@ func isReset(err error) bool {
 }
 
 func (r *Relay) limitListenerOpen() int64 { return r.openConns.Load() }
+
+// biSendAfterStream opens a stream on a raw connection and sends a MiB
+// after the request (when "after" its first event arrived, or "with" it in
+// the same write): the relay must close the connection and count the
+// close as a protocol violation (the want-th of the env).
+func biSendAfterStream(t *testing.T, e *testEnv, when string, want float64) {
+	t.Helper()
+	c, err := net.Dial("tcp", strings.TrimPrefix(e.url, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(20 * time.Second)) // a hang guard only
+	req := "GET /v1/events?app_id=demo HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + token(t, "sender-"+when) + "\r\n\r\n"
+	junk := bytes.Repeat([]byte("x"), 1<<20)
+	br := bufio.NewReader(c)
+	if when == "with" {
+		_, _ = c.Write(append([]byte(req), junk[:100]...))
+	} else {
+		_, _ = io.WriteString(c, req)
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil || resp.StatusCode != http.StatusOK {
+			t.Fatalf("stream: %v %v", resp, err)
+		}
+		if line, err := br.ReadString('\n'); err != nil || !strings.HasPrefix(line, "retry:") {
+			t.Fatalf("stream's first line %q, %v", line, err)
+		}
+		go func() { _, _ = c.Write(junk) }() // ends with the connection
+	}
+	if _, err := io.Copy(io.Discard, br); err != nil && !isReset(err) {
+		t.Fatalf("the relay did not close the stream: %v", err)
+	}
+	epEventually(t, "the close counted", func() bool {
+		return e.epMetric(`sserelay_streams_closed_total{reason="protocol-violation"}`) == want
+	})
+	e.epWaitOpen(0)
+}

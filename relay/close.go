@@ -15,14 +15,15 @@ import (
 type closeReason uint8
 
 const (
-	closeClientGone   closeReason = iota // the client closed the connection or the request ended
-	closeDraining                        // the relay drains: the client resumes elsewhere
-	closeTokenExpired                    // the token's exp passed; sserelay.token-expired was sent
-	closeWriteTimeout                    // the client read nothing within WriteTimeout
-	closeWriteError                      // any other failed write to the client
-	closeStoreError                      // a resume could not read the store
-	closeShutdown                        // Shutdown's deadline passed and closed the connection
-	closeShed                            // sent away before it opened: MaxStreams streams were open
+	closeClientGone        closeReason = iota // the client closed the connection or the request ended
+	closeDraining                             // the relay drains: the client resumes elsewhere
+	closeTokenExpired                         // the token's exp passed; sserelay.token-expired was sent
+	closeWriteTimeout                         // the client read nothing within WriteTimeout
+	closeWriteError                           // any other failed write to the client
+	closeStoreError                           // a resume could not read the store
+	closeShutdown                             // Shutdown's deadline passed and closed the connection
+	closeShed                                 // sent away before it opened: MaxStreams streams were open
+	closeProtocolViolation                    // the client sent bytes after its request, which has no body
 	numCloseReasons
 )
 
@@ -35,6 +36,8 @@ var closeReasonNames = [numCloseReasons]string{
 	closeStoreError:   "store-error",
 	closeShutdown:     "shutdown-abort",
 	closeShed:         "shed",
+
+	closeProtocolViolation: "protocol-violation",
 }
 
 func (c closeReason) String() string {

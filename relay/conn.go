@@ -44,25 +44,28 @@ func (s *session) serveHTTP(ctx context.Context, w http.ResponseWriter, rc *http
 // serveConn streams to a connection taken over from net/http, after the
 // response head and first event in first.
 func (s *session) serveConn(conn net.Conn, first []byte, sr *streamRequest, c uint64, start time.Time) {
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancelCause(context.Background())
 	readerDone := make(chan struct{})
 	defer func() {
 		conn.Close() // also ends the reader below
 		<-readerDone
-		cancel()
+		cancel(nil)
 	}()
 	_ = conn.SetReadDeadline(time.Time{})
-	// The client sends nothing more: a read returns only when it goes away,
-	// which is how the stream learns of it without waiting for a write to fail.
+	// The client sends nothing more: a read returns when it goes away, which
+	// is how the stream learns of it without waiting for a write to fail. A
+	// stream request has no body, so any byte is a protocol violation that
+	// ends the stream: a client that sends megabytes costs one read, where
+	// reading them one at a time cost a system call each.
 	go func() {
 		defer close(readerDone)
-		defer cancel()
-		var b [1]byte
-		for {
-			if _, err := conn.Read(b[:]); err != nil {
-				return
-			}
+		var b [512]byte
+		if n, err := conn.Read(b[:]); n > 0 || err == nil {
+			cancel(closeProtocolViolation)
+			_ = conn.Close()
+			return
 		}
+		cancel(nil)
 	}()
 	s.out = &connSink{conn: conn}
 	if sc, ok := conn.(syscall.Conn); ok {

@@ -234,7 +234,14 @@ func (r *Relay) serveEvents(w http.ResponseWriter, req *http.Request) {
 	first := r.connected(sr, c)
 	rc := http.NewResponseController(w)
 	if !r.cfg.NoHijack && req.ProtoMajor == 1 {
-		if conn, _, err := rc.Hijack(); err == nil {
+		if conn, brw, err := rc.Hijack(); err == nil {
+			if brw.Reader.Buffered() > 0 {
+				// Bytes after the request (pipelined, or a body without a
+				// length): a protocol violation, as in serveConn.
+				_ = conn.Close()
+				s.finish(closeProtocolViolation, start)
+				return
+			}
 			// The stream outlives this handler: net/http's goroutine,
 			// buffers and request state are released when it returns.
 			go s.serveConn(conn, responseHead(w.Header(), first), sr, c, start)

@@ -125,7 +125,7 @@ func newMetrics() *metrics {
 	m.resetGone, m.resetUnknown = resets.WithLabelValues(ResetHistoryGone), resets.WithLabelValues(ResetUnknownID)
 	m.replaced = vec("sserelay_consumer_replaced_total", "Replacements of the stream consumer, by reason: no-heartbeat, deleted, sequence-gap, reconnect, no-responders.", "reason",
 		recreateNoHeartbeat, recreateDeleted, recreateGap, recreateReconnect, recreateNoResponder)
-	closed := vec("sserelay_streams_closed_total", "Streams closed or sent away, by reason: client-gone, draining, token-expired, write-timeout, write-error, store-error, shutdown-abort, shed.", "reason")
+	closed := vec("sserelay_streams_closed_total", "Streams closed or sent away, by reason: client-gone, draining, token-expired, write-timeout, write-error, store-error, shutdown-abort, shed, protocol-violation (bytes sent after a stream request).", "reason")
 	for r := range numCloseReasons {
 		m.closed[r] = closed.WithLabelValues(r.String())
 	}

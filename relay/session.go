@@ -248,6 +248,9 @@ func (s *session) writeQueued(ctx context.Context) error {
 func (s *session) control(ctx context.Context, keepalive *time.Timer, tick time.Duration) error {
 	switch {
 	case ctx.Err() != nil:
+		if errors.Is(context.Cause(ctx), closeProtocolViolation) {
+			return closeProtocolViolation
+		}
 		return closeClientGone
 	case s.r.draining.Load():
 		return closeDraining
