@@ -40,6 +40,9 @@ var badEnvs = map[string]func(*Config){
 		c.IPStreamRate, c.IPStreamBurst = 0.001, 3
 		c.TrustedProxies = []string{"127.0.0.0/8", "10.0.0.0/8"}
 	},
+	// replays: two replay slots, one per user; clients that stop reading
+	// hold theirs (no write timeout).
+	"replays": func(c *Config) { c.MaxReplays, c.MaxReplaysPerUser, c.WriteTimeout = 2, 1, time.Hour },
 	// conns: at most 3 connections.
 	"conns": func(c *Config) { c.MaxConnections = 3 },
 }
@@ -195,6 +198,8 @@ func badInputs(t *testing.T) []badInput {
 				}
 				biMetric(t, e, `sserelay_limited_total{limit="ip-stream-rate"}`, 2)
 			}},
+		{name: "replay slots per user", env: "replays",
+			check: func(t *testing.T, e *testEnv, _ biResult) { biReplaysPerUser(t, e) }},
 		{name: "publishes per second of a token", env: "tight",
 			setup: func(t *testing.T, e *testEnv) {
 				for i := 0; i < 2; i++ {
@@ -481,4 +486,35 @@ func biSendAfterStream(t *testing.T, e *testEnv, when string, want float64) {
 		return e.epMetric(`sserelay_streams_closed_total{reason="protocol-violation"}`) == want
 	})
 	e.epWaitOpen(0)
+}
+
+// biReplaysPerUser: three resumes of one user that do not read hold one
+// replay slot between them, so another user's resume goes through.
+func biReplaysPerUser(t *testing.T, e *testEnv) {
+	t.Helper()
+	big := strings.Repeat("r", 100<<10)
+	var last uint64
+	for i := 0; i < 200; i++ { // 20 MiB: more than the socket buffers hold
+		last = e.publish("sse.demo.hog", big)
+	}
+	e.waitCursor(last)
+	tok := token(t, "hog")
+	for i := 0; i < 3; i++ {
+		c, err := net.Dial("tcp", strings.TrimPrefix(e.url, "http://"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		_, _ = io.WriteString(c, "GET /v1/events?app_id=demo&last_event_id=0 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "+tok+"\r\n\r\n")
+	}
+	e.epWaitOpen(3)
+	epEventually(t, "the hog's catch-up holding a slot", func() bool { return len(e.relay.replaySlots) == 1 })
+	seq := e.publish("sse.demo.other", "mine")
+	e.waitCursor(seq)
+	s := e.open("app_id=demo&last_event_id="+strconv.FormatUint(seq-1, 10), bearer(token(t, "other")))
+	s.MustNext(t) // connected
+	s.ExpectIDs(t, seq)
+	if n := len(e.relay.replaySlots); n > 1 {
+		t.Fatalf("%d replay slots held after the other user's resume, want the hog's 1", n)
+	}
 }
