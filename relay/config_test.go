@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"reflect"
@@ -237,6 +238,23 @@ func TestConfigInvalid(t *testing.T) {
 		{"AllowedOrigins", func(c *Config) { c.AllowedOrigins = []string{"https://ok.example", ""} }},
 		{"AllowedOrigins", func(c *Config) { c.AllowedOrigins = []string{"ftp://example.com"} }},
 		{"TokenCache", func(c *Config) { c.TokenCache = -2 }},
+		{"AllowedOrigins", func(c *Config) { c.AllowedOrigins = []string{"null"} }},
+		{"BodyTimeout", func(c *Config) { c.BodyTimeout = -time.Second }},
+		{"BodyTimeout", func(c *Config) { c.BodyTimeout = time.Microsecond }},
+		{"MaxConnections", func(c *Config) { c.MaxConnections = -2 }},
+		{"PollPageBytes", func(c *Config) { c.PollPageBytes = -1 }},
+		{"MaxStreamsPerUser", func(c *Config) { c.MaxStreamsPerUser = -2 }},
+		{"MaxReplaysPerUser", func(c *Config) { c.MaxReplaysPerUser = -1 }},
+		{"LimiterKeys", func(c *Config) { c.LimiterKeys = -1 }},
+		{"UserStreamRate", func(c *Config) { c.UserStreamRate = -2 }},
+		{"UserStreamRate", func(c *Config) { c.UserStreamRate = math.NaN() }},
+		{"UserStreamBurst", func(c *Config) { c.UserStreamBurst = -1 }},
+		{"IPStreamRate", func(c *Config) { c.IPStreamRate = math.Inf(1) }},
+		{"IPStreamBurst", func(c *Config) { c.IPStreamBurst = -1 }},
+		{"PublishRate", func(c *Config) { c.PublishRate = -0.5 }},
+		{"PublishBurst", func(c *Config) { c.PublishBurst = -1 }},
+		{"TrustedProxies", func(c *Config) { c.TrustedProxies = []string{"10.0.0.0/33"} }},
+		{"TrustedProxies", func(c *Config) { c.TrustedProxies = []string{"proxy.example"} }},
 	} {
 		c := Config{Conn: nc, Verifier: v}
 		tc.set(&c)
@@ -260,6 +278,10 @@ func TestConfigInvalid(t *testing.T) {
 		"zero values":     func(*Config) {},
 		"ring off":        func(c *Config) { c.RingEvents = -1 },
 		"token cache off": func(c *Config) { c.TokenCache = -1 },
+		"limits off": func(c *Config) {
+			c.MaxConnections, c.MaxStreamsPerUser, c.UserStreamRate, c.IPStreamRate, c.PublishRate = -1, -1, -1, -1, -1
+		},
+		"trusted proxies": func(c *Config) { c.TrustedProxies = []string{"10.0.0.0/8", "192.0.2.1", "2001:db8::/32"} },
 		"floors": func(c *Config) {
 			c.Keepalive, c.WriteTimeout, c.PublishTimeout, c.RequestTimeout = MinTimeout, MinTimeout, MinTimeout, MinTimeout
 		},
