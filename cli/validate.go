@@ -58,9 +58,10 @@ func validate(cfg *serveConfig, flags []cli.Flag) error {
 
 	rc := cfg.Relay
 	rc.AllowedOrigins = cfg.HTTP.origins()
+	rc.TrustedProxies = splitList(cfg.HTTP.TrustedProxies)
 	rc.JetStreamDomain = cfg.NATS.Domain
 	if err := rc.Validate(); err != nil {
-		return flagError(err, &cfg.Relay, flags, map[string]string{"AllowedOrigins": "cors-origins", "JetStreamDomain": "js-domain"})
+		return flagError(err, &cfg.Relay, flags, map[string]string{"AllowedOrigins": "cors-origins", "TrustedProxies": "trusted-proxies", "JetStreamDomain": "js-domain"})
 	}
 	so := cfg.Stream
 	so.Name, so.SubjectPrefix = cfg.Relay.Stream, cfg.Relay.SubjectPrefix
@@ -146,6 +147,8 @@ func flagDest(f cli.Flag) reflect.Value {
 	case *cli.IntFlag:
 		return reflect.ValueOf(f.Destination).Elem()
 	case *cli.Int64Flag:
+		return reflect.ValueOf(f.Destination).Elem()
+	case *cli.Float64Flag:
 		return reflect.ValueOf(f.Destination).Elem()
 	case *cli.BoolFlag:
 		return reflect.ValueOf(f.Destination).Elem()

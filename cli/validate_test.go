@@ -77,6 +77,18 @@ var badServeFlags = []struct {
 	{[]string{"--leaf-credentials", "x.creds"}, "--leaf-credentials needs --leaf-remote"},
 	{[]string{"--jwks-url", "https://keys.example/jwks.json"}, "are alternatives"},
 	{[]string{"--no-such-flag"}, "no-such-flag"},
+	{[]string{"--cors-origins", "null"}, `--cors-origins "null"`},
+	{[]string{"--body-timeout", "-1s"}, "--body-timeout -1s"},
+	{[]string{"--max-connections", "-2"}, "--max-connections -2"},
+	{[]string{"--poll-page-bytes", "0"}, "--poll-page-bytes must not be 0"},
+	{[]string{"--max-streams-per-user", "-3"}, "--max-streams-per-user -3"},
+	{[]string{"--user-stream-rate", "-2"}, "--user-stream-rate -2"},
+	{[]string{"--user-stream-burst", "0"}, "--user-stream-burst must not be 0"},
+	{[]string{"--ip-stream-rate", "0"}, "--ip-stream-rate must not be 0"},
+	{[]string{"--publish-rate", "-0.5"}, "--publish-rate -0.5"},
+	{[]string{"--max-replays-per-user", "-1"}, "--max-replays-per-user -1"},
+	{[]string{"--limiter-keys", "-1"}, "--limiter-keys -1"},
+	{[]string{"--trusted-proxies", "10.0.0.0/33"}, `--trusted-proxies`},
 }
 
 // TestServeRefusesBadFlags runs the real command line in-process with each
