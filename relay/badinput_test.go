@@ -482,10 +482,10 @@ func biSendAfterStream(t *testing.T, e *testEnv, when string, want float64) {
 	if _, err := io.Copy(io.Discard, br); err != nil && !isReset(err) {
 		t.Fatalf("the relay did not close the stream: %v", err)
 	}
-	epEventually(t, "the close counted", func() bool {
-		return e.epMetric(`sserelay_streams_closed_total{reason="protocol-violation"}`) == want
+	eventually(t, 10*time.Second, "the close counted", func() bool {
+		return e.metric(`sserelay_streams_closed_total{reason="protocol-violation"}`) == want
 	})
-	e.epWaitOpen(0)
+	e.waitOpen(0)
 }
 
 // biReplaysPerUser: three resumes of one user that do not read hold one
@@ -507,8 +507,8 @@ func biReplaysPerUser(t *testing.T, e *testEnv) {
 		t.Cleanup(func() { c.Close() })
 		_, _ = io.WriteString(c, "GET /v1/events?app_id=demo&last_event_id=0 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "+tok+"\r\n\r\n")
 	}
-	e.epWaitOpen(3)
-	epEventually(t, "the hog's catch-up holding a slot", func() bool { return len(e.relay.replaySlots) == 1 })
+	e.waitOpen(3)
+	eventually(t, 10*time.Second, "the hog's catch-up holding a slot", func() bool { return len(e.relay.replaySlots) == 1 })
 	seq := e.publish("sse.demo.other", "mine")
 	e.waitCursor(seq)
 	s := e.open("app_id=demo&last_event_id="+strconv.FormatUint(seq-1, 10), bearer(token(t, "other")))
