@@ -3,6 +3,7 @@ package cli
 import (
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/url"
@@ -33,6 +34,23 @@ func (e usageError) ExitCode() int { return ExitUsage }
 // flags spelt as they are given.
 func usage(_ *cli.Context, err error, _ bool) error {
 	return usageError{errors.New(strings.Replace(err.Error(), "for flag -", "for flag --", 1))}
+}
+
+// CheckServe parses args (what follows "sserelay serve") and the
+// environment as `sserelay serve` does and runs all of its checks, without
+// starting anything: for tests of deployment manifests and scripts. The
+// error is what serve would print before exiting with ExitUsage.
+func CheckServe(args []string) error {
+	cfg := newServeConfig()
+	flags := serveFlags(cfg)
+	app := &cli.App{
+		Name: "sserelay", Writer: io.Discard, ErrWriter: io.Discard, ExitErrHandler: func(*cli.Context, error) {},
+		Commands: []*cli.Command{{
+			Name: "serve", Flags: flags, OnUsageError: usage,
+			Action: func(*cli.Context) error { return validate(cfg, flags) },
+		}},
+	}
+	return app.Run(append([]string{"sserelay", "serve"}, args...))
 }
 
 // validate checks every flag of serve before anything starts, and names the

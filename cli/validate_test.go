@@ -167,3 +167,14 @@ func TestServeGoodFlagsPass(t *testing.T) {
 		t.Fatalf("defaults: %v", err)
 	}
 }
+
+func TestCheckServe(t *testing.T) {
+	if err := CheckServe([]string{"--jwt-secret", "s", "--listen", "0.0.0.0:8080"}); err != nil {
+		t.Errorf("good flags: %v", err)
+	}
+	for _, args := range [][]string{{"--jwt-secret", "s", "--retry", "-1ms"}, {"--jwt-secret", "s", "--keepalive", "15"}, {}} {
+		if err := CheckServe(args); err == nil {
+			t.Errorf("%q: no error", args)
+		}
+	}
+}
