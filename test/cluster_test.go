@@ -73,8 +73,28 @@ func startCluster(t *testing.T, n int, o clusterOpts) *natsCluster {
 		}
 		c.start(i)
 	}
-	eventually(t, waitLong, "a JetStream meta leader", func() bool { return c.metaLeader() != "" })
+	eventually(t, waitLong, "a JetStream meta leader with every node current", c.metaCurrent)
 	return c
+}
+
+// metaCurrent: the meta leader sees every other node as a current peer, so
+// that an R3 stream can be placed (before that, creating it fails with "no
+// suitable peers for placement").
+func (c *natsCluster) metaCurrent() bool {
+	leader := c.metaLeader()
+	if leader == "" {
+		return false
+	}
+	j, err := c.jsz(c.index(leader))
+	if err != nil || len(j.Meta.Replicas) != len(c.nodes)-1 {
+		return false
+	}
+	for _, r := range j.Meta.Replicas {
+		if !r.Current {
+			return false
+		}
+	}
+	return true
 }
 
 // start runs node i (again) and waits until it accepts clients.
@@ -138,13 +158,21 @@ func (c *natsCluster) index(name string) int {
 // cluster: the meta leader and, per stream, the leader.
 type jszInfo struct {
 	Meta struct {
-		Leader string `json:"leader"`
+		Leader   string `json:"leader"`
+		Replicas []struct {
+			Name    string `json:"name"`
+			Current bool   `json:"current"`
+		} `json:"replicas"`
 	} `json:"meta_cluster"`
 	Accounts []struct {
 		Streams []struct {
 			Name    string `json:"name"`
 			Cluster struct {
-				Leader string `json:"leader"`
+				Leader   string `json:"leader"`
+				Replicas []struct {
+					Name    string `json:"name"`
+					Current bool   `json:"current"`
+				} `json:"replicas"`
 			} `json:"cluster"`
 		} `json:"stream_detail"`
 	} `json:"account_details"`
@@ -193,4 +221,34 @@ func (c *natsCluster) streamLeader(stream string) string {
 		}
 	}
 	return ""
+}
+
+// streamCurrent: stream has a leader that sees every other node as a
+// current replica.
+func (c *natsCluster) streamCurrent(stream string) bool {
+	leader := c.streamLeader(stream)
+	if leader == "" {
+		return false
+	}
+	j, err := c.jsz(c.index(leader))
+	if err != nil {
+		return false
+	}
+	for _, a := range j.Accounts {
+		for _, s := range a.Streams {
+			if s.Name != stream || s.Cluster.Leader != leader {
+				continue
+			}
+			if len(s.Cluster.Replicas) != len(c.nodes)-1 {
+				return false
+			}
+			for _, r := range s.Cluster.Replicas {
+				if !r.Current {
+					return false
+				}
+			}
+			return true
+		}
+	}
+	return false
 }
