@@ -127,7 +127,9 @@ func doBuildImages(t *testing.T) error {
 			return fmt.Errorf("go build %s: %v\n%s", b.pkg, err, out)
 		}
 		start := time.Now()
-		if _, err := podman(t, tmp, "build", "--pull=never", "--target", "prebuilt", "--build-arg", "BASE=scratch",
+		// --layers=false: no cached intermediate images, so that removing the tagged one at the end
+		// leaves nothing behind (with layers, every run left an untagged image per build).
+		if _, err := podman(t, tmp, "build", "--pull=never", "--layers=false", "--target", "prebuilt", "--build-arg", "BASE=scratch",
 			"-f", b.dockerfile, "-t", b.image, ctxDir); err != nil {
 			return err
 		}
