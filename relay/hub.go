@@ -240,6 +240,18 @@ func (h *hub) deliver(seq uint64, subj, event, connID, connUser string, data []b
 	h.directBuf = direct.sessions[:0]
 }
 
+// dropUndecodable moves the cursor past an event whose NATS header block
+// cannot be decoded: its name and exclusion are unknown, so it is written to
+// no one, now or on a replay (its ring entry is marked bad; a store read
+// cannot decode it either).
+func (h *hub) dropUndecodable(seq uint64, subj string) {
+	h.metrics.dropped.Add(1)
+	h.log.Warn("dropped event: its NATS header block cannot be decoded", "subject", subj, "seq", seq)
+	key, topic, _ := subject.Split(h.prefix, subj)
+	direct := h.deliverLocked(seq, key, topic, "", "", "", nil, false)
+	h.directBuf = direct.sessions[:0]
+}
+
 // maxDirect bounds the direct writes per event: written by the dispatcher
 // alone, a large broadcast would wait for one goroutine instead of the
 // sessions' in parallel. `sserelay bench --mode broadcast` measures the

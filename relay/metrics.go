@@ -92,7 +92,7 @@ func newMetrics() *metrics {
 
 	m.delivered = counter("sserelay_events_delivered_total", "Events written to clients, live and replayed.")
 	m.dispatched = counter("sserelay_events_dispatched_total", "Events read from the stream by the dispatcher.")
-	m.dropped = counter("sserelay_events_dropped_total", "Events dropped because their subject or Sse-Event header cannot be written safely.")
+	m.dropped = counter("sserelay_events_dropped_total", "Events dropped by the dispatcher because their subject or Sse-Event header cannot be written safely, or their NATS header block cannot be decoded.")
 	m.exclusionsIgnored = counter("sserelay_exclusions_ignored_total", "Events whose X-Connection-Id excluded no one because they carry no X-Connection-User (see --exclusion-without-user).")
 	m.bytes = counter("sserelay_bytes_written_total", "Bytes written to stream clients: events, keepalives, the relay's own events and response heads.")
 	m.latency = prometheus.NewHistogram(prometheus.HistogramOpts{

@@ -217,6 +217,11 @@ func (r *Relay) retryHint() int64 {
 func (r *Relay) dispatch(msg jetstream.Msg, meta *jetstream.MsgMetadata) {
 	hdr := msg.Headers()
 	seq := meta.Sequence.Stream
+	if undecodableHeader(msg) {
+		r.hub.dropUndecodable(seq, msg.Subject())
+		r.metrics.consumed(meta)
+		return
+	}
 	connID, connUser := hdr.Get(HeaderConnectionID), hdr.Get(HeaderConnectionUser)
 	if eff := exclusionID(connID, connUser, r.cfg.ExclusionWithoutUser); eff != connID {
 		r.metrics.exclusionsIgnored.Add(1)
