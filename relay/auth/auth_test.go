@@ -87,7 +87,7 @@ func sign(t testing.TB, m jwt.SigningMethod, key any, kid string, c jwt.Claims) 
 }
 
 // unsigned hand-crafts an `alg: none` token.
-func unsigned(t *testing.T, c jwt.MapClaims) string {
+func unsigned(t testing.TB, c jwt.MapClaims) string {
 	t.Helper()
 	payload, err := json.Marshal(c)
 	if err != nil {

@@ -90,10 +90,13 @@ func Split(prefix, subj string) (key, topic string, ok bool) {
 		}
 		return rest, "", true
 	}
-	if j == 0 {
+	topic = rest[i+2+j:]
+	if j == 0 || topic == "" || topic[0] == '.' || topic[len(topic)-1] == '.' || strings.Contains(topic, "..") {
+		// An empty token (NATS does not store such subjects; a fuzz
+		// target found that Split took "p.a.b." for p.a.b).
 		return "", "", false
 	}
-	return rest[:i+1+j], rest[i+2+j:], true
+	return rest[:i+1+j], topic, true
 }
 
 // TopicMatches reports whether an event's topic is in a session's filter:
