@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
@@ -28,7 +29,8 @@ func benchFlags() []cli.Flag {
 		strFlag("jwt-secret", "", "HS256 secret the relay verifies tokens with (random with --spawn when empty)"),
 		strFlag("app", "bench", "app id"),
 		strFlag("subject-prefix", "sse", "the relay's subject prefix"),
-		strFlag("mode", "per-user", "per-user (one user and feed per stream) or broadcast (every stream on one shared feed)"),
+		strFlag("mode", "per-user", "per-user (one user and feed per stream), broadcast (every stream on one shared feed), or soak (per-user streams with random reconnects and the hostile clients of issue 11 beside them, for --duration at --rate)"),
+		floatFlag("reconnect-rate", 5, "soak: stream reconnects per second, at random streams (each resumes with Last-Event-ID)"),
 		strFlag("feed", "", "shared feed of broadcast mode (default _all_<run id>)"),
 		intFlag("streams", 1000, "SSE streams to open"),
 		floatFlag("connect-rate", 2000, "streams opened per second (0: as fast as --connect-concurrency allows)"),
@@ -105,7 +107,12 @@ func runBench(c *cli.Context) error {
 		if err != nil {
 			return fmt.Errorf("bench: find own executable: %w", err)
 		}
-		spawned, err = bench.Spawn(ctx, bench.SpawnOptions{Exe: exe, Secret: []byte(secret), Args: c.StringSlice("serve-arg"), Logf: logf})
+		args := c.StringSlice("serve-arg")
+		if c.String("mode") == "soak" {
+			// The soak's publish flood is there to meet the publish limit.
+			args = append([]string{"--publish-rate=100"}, args...)
+		}
+		spawned, err = bench.Spawn(ctx, bench.SpawnOptions{Exe: exe, Secret: []byte(secret), Args: args, Logf: logf})
 		if err != nil {
 			return fmt.Errorf("bench: %w", err)
 		}
@@ -127,6 +134,9 @@ func runBench(c *cli.Context) error {
 		defer pprof.StopCPUProfile()
 	}
 
+	if cfg.Mode == "soak" {
+		return runSoak(ctx, c, cfg, spawned, logf)
+	}
 	rep, err := bench.Run(ctx, cfg)
 	relayLog := ""
 	if spawned != nil {
@@ -153,6 +163,31 @@ func runBench(c *cli.Context) error {
 			logf("relay log:\n%s", relayLog)
 		}
 		return fmt.Errorf("bench failed: %s", strings.Join(rep.Failures, "; "))
+	}
+	return nil
+}
+
+// runSoak runs `bench --mode soak` and prints its report.
+func runSoak(ctx context.Context, c *cli.Context, cfg bench.Config, spawned *bench.Spawned, logf func(string, ...any)) error {
+	rep, err := bench.Soak(ctx, bench.SoakConfig{
+		URL: cfg.URL, NATSURL: cfg.NATSURL, Secret: cfg.Secret, App: cfg.App, Prefix: cfg.SubjectPrefix,
+		Streams: cfg.Streams, Rate: cfg.Rate, Duration: cfg.Duration, Reconnects: c.Float64("reconnect-rate"),
+		RelayPID: cfg.RelayPID, Logf: logf,
+	})
+	if spawned != nil {
+		logf("stopping the spawned relay")
+		spawned.Stop()
+	}
+	if err != nil {
+		return fmt.Errorf("bench: %w", err)
+	}
+	enc := json.NewEncoder(c.App.Writer)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(rep); err != nil {
+		return err
+	}
+	if !rep.OK {
+		return fmt.Errorf("soak failed: %s", strings.Join(rep.Failures, "; "))
 	}
 	return nil
 }
