@@ -138,7 +138,7 @@ func Soak(ctx context.Context, cfg SoakConfig) (*SoakReport, error) {
 			}
 			s.mu.Unlock()
 		}
-		if n == len(streams) || time.Now().After(deadline) {
+		if n == len(streams) || time.Now().After(deadline) || ctx.Err() != nil {
 			logf("soak: %d of %d streams connected", n, len(streams))
 			break
 		}
@@ -401,6 +401,7 @@ func soakAbusers(r *runner, js jetstream.JetStream, cfg SoakConfig, id, addr str
 		return nil, err
 	}
 	junkTok, _ := r.token("abuse-"+id+"-junk", nil, nil)
+	bodyTok, _ := r.token("abuse-"+id+"-body", nil, []string{cfg.App})
 	hogTok, _ := r.token("abuse-"+id+"-hog", nil, nil)
 	pollUser := "abuse-" + id + "-poll"
 	pollTok, _ := r.token(pollUser, nil, nil)
@@ -446,7 +447,9 @@ func soakAbusers(r *runner, js jetstream.JetStream, cfg SoakConfig, id, addr str
 		// A body announced and never sent.
 		"body-never-sent": func(ctx context.Context, count func(string)) {
 			for pause(ctx, 100*time.Millisecond) {
-				go count(raw("POST /v1/publish HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + pubTok + "\r\nContent-Type: application/json\r\nContent-Length: 10\r\n\r\n"))
+				go func() {
+					count(raw("POST /v1/publish HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + bodyTok + "\r\nContent-Type: application/json\r\nContent-Length: 10\r\n\r\n"))
+				}()
 			}
 		},
 		// Connections that send nothing at all.
