@@ -234,7 +234,7 @@ publish:
 
 	// Settle: every stream reaches the last event of its feed.
 	settle := time.Now().Add(60 * time.Second)
-	for time.Now().Before(settle) {
+	for time.Now().Before(settle) && ctx.Err() == nil {
 		behind := 0
 		for i, s := range streams {
 			if len(want[i]) == 0 {
