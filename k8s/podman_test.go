@@ -217,7 +217,7 @@ func TestImage(t *testing.T) {
 	port := freeLoopbackPort(t)
 	mustPodman(t, "", "run", "-d", "--name", name, "--read-only", "-p", fmt.Sprintf("127.0.0.1:%d:8080", port),
 		"-e", "SSERELAY_JWT_SECRET=image-test-secret", relayImage)
-	t.Cleanup(func() { _, _ = podman(t, "", "rm", "-f", "-t", "0", name) })
+	t.Cleanup(func() { _, _ = podman(t, "", "rm", "-f", "-v", "-t", "0", name) }) // -v: and its /data volume
 	logs := func() string { return podmanLogs(t, name) }
 	waitHTTP(t, fmt.Sprintf("http://127.0.0.1:%d/readyz", port), http.StatusOK, time.Minute, logs)
 
@@ -373,12 +373,24 @@ func playPod(t *testing.T, file, name string, relayEnv map[string]string) *playe
 		t.Fatal(err)
 	}
 	mustPodman(t, dir, "kube", "play", pf)
+	pod := name + "-pod-0"
 	t.Cleanup(func() {
+		// kube down (podman 4.3) leaves the pod's volumes (emptyDir, the image's /data): remove them by name.
+		var volumes []string
+		for _, c := range []string{"sserelay", "app"} {
+			out, _ := podman(t, "", "inspect", "--format", "{{range .Mounts}}{{if eq .Type \"volume\"}}{{.Name}} {{end}}{{end}}", pod+"-"+c)
+			volumes = append(volumes, strings.Fields(out)...)
+		}
 		if _, err := podman(t, dir, "kube", "down", pf); err != nil {
 			t.Log(err)
 		}
+		for _, v := range volumes {
+			if _, err := podman(t, "", "volume", "rm", v); err != nil {
+				t.Log(err)
+			}
+		}
 	})
-	p := &playedPod{name: name + "-pod-0", relay: fmt.Sprintf("http://127.0.0.1:%d", relayPort), app: fmt.Sprintf("http://127.0.0.1:%d", appPort),
+	p := &playedPod{name: pod, relay: fmt.Sprintf("http://127.0.0.1:%d", relayPort), app: fmt.Sprintf("http://127.0.0.1:%d", appPort),
 		metrics: fmt.Sprintf("http://127.0.0.1:%d", metricsPort)}
 	p.logs = func() string {
 		var b strings.Builder
