@@ -25,48 +25,37 @@ func responseHead(h http.Header, first []byte) []byte {
 }
 
 // serveHTTP streams inside net/http: HTTP/2, or hijacking is off.
-func (s *session) serveHTTP(ctx context.Context, w http.ResponseWriter, rc *http.ResponseController, first []byte, sr *streamRequest, c uint64, start time.Time) {
+func (s *session) serveHTTP(ctx context.Context, w http.ResponseWriter, rc *http.ResponseController, first []byte, sr *streamRequest, c uint64) {
 	// The server may have a WriteTimeout for other endpoints; a stream
 	// uses a deadline per write instead.
 	_ = rc.SetWriteDeadline(time.Time{})
+	s.ctx = ctx
+	stop := context.AfterFunc(ctx, s.signal)
+	s.release = func() { stop() }
 	s.out = &httpSink{w: w, rc: rc, timeout: s.r.cfg.WriteTimeout}
+	s.r.keepalives.add(s)
 	w.WriteHeader(http.StatusOK)
 	err := s.write(first)
 	if err == nil {
 		err = s.flush()
 	}
 	if err == nil {
-		err = s.run(ctx, sr.hasID, sr.lastID, c, sr.expires)
+		err = s.begin(sr.hasID, sr.lastID, c, sr.expires)
 	}
-	s.finish(err, start)
+	if err == nil {
+		err = s.wait()
+	}
+	s.end(err)
 }
 
 // serveConn streams to a connection taken over from net/http, after the
-// response head and first event in first.
-func (s *session) serveConn(conn net.Conn, first []byte, sr *streamRequest, c uint64, start time.Time) {
-	ctx, cancel := context.WithCancelCause(context.Background())
-	readerDone := make(chan struct{})
-	defer func() {
-		conn.Close() // also ends the reader below
-		<-readerDone
-		cancel(nil)
-	}()
+// response head and first event in first. Where the poller can watch the
+// connection it returns once the session parks, with nothing left to do;
+// otherwise it serves the session to its end and a reader goroutine
+// watches the connection.
+func (s *session) serveConn(conn net.Conn, first []byte, sr *streamRequest, c uint64) {
+	s.ctx, s.cancel = context.WithCancelCause(context.Background())
 	_ = conn.SetReadDeadline(time.Time{})
-	// The client sends nothing more: a read returns when it goes away, which
-	// is how the stream learns of it without waiting for a write to fail. A
-	// stream request has no body, so any byte is a protocol violation that
-	// ends the stream: a client that sends megabytes costs one read, where
-	// reading them one at a time cost a system call each.
-	go func() {
-		defer close(readerDone)
-		var b [512]byte
-		if n, err := conn.Read(b[:]); n > 0 || err == nil {
-			cancel(closeProtocolViolation)
-			_ = conn.Close()
-			return
-		}
-		cancel(nil)
-	}()
 	s.out = &connSink{conn: conn}
 	if sc, ok := conn.(syscall.Conn); ok {
 		s.raw, _ = sc.SyscallConn()
@@ -74,14 +63,67 @@ func (s *session) serveConn(conn net.Conn, first []byte, sr *streamRequest, c ui
 	s.mu.Lock()
 	s.conn = conn
 	s.mu.Unlock()
+	if s.raw != nil && s.r.poller.add(s) {
+		s.parks.Store(true)
+		s.release = func() {
+			s.r.poller.remove(s)
+			conn.Close()
+			s.cancel(nil)
+		}
+	} else {
+		readerDone := make(chan struct{})
+		// The client sends nothing more: a read returns when it goes away,
+		// which is how the stream learns of it without waiting for a write
+		// to fail. A stream request has no body, so any byte is a protocol
+		// violation that ends the stream: a client that sends megabytes
+		// costs one read, where reading them one at a time cost a system
+		// call each.
+		go func() {
+			defer close(readerDone)
+			defer s.signal()
+			var b [512]byte
+			if n, err := conn.Read(b[:]); n > 0 || err == nil {
+				s.cancel(closeProtocolViolation)
+				_ = conn.Close()
+				return
+			}
+			s.cancel(nil)
+		}()
+		s.release = func() {
+			conn.Close() // also ends the reader
+			<-readerDone
+			s.cancel(nil)
+		}
+	}
+	s.r.keepalives.add(s)
 	err := s.write(first)
 	if err == nil {
 		err = s.flush()
 	}
 	if err == nil {
-		err = s.run(ctx, sr.hasID, sr.lastID, c, sr.expires)
+		err = s.begin(sr.hasID, sr.lastID, c, sr.expires)
 	}
-	s.finish(err, start)
+	switch {
+	case err != nil:
+		s.end(err)
+	case s.parks.Load():
+		s.serveParked()
+	default:
+		s.end(s.wait())
+	}
+}
+
+// goneAway is how the poller tells a session that its client closed the
+// connection or sent bytes after its request (a protocol violation: a
+// stream request has no body); either way the stream ends. sent reports
+// bytes waiting to be read.
+func (s *session) goneAway(sent bool) {
+	if sent {
+		s.cancel(closeProtocolViolation)
+	} else {
+		s.cancel(nil)
+	}
+	s.signal()
 }
 
 // idle reports whether the dispatcher may write f straight to the client:
@@ -97,29 +139,34 @@ func (s *session) idle() bool {
 
 // writeDirect writes f without blocking, from the dispatcher, saving the
 // hand-over to the session's goroutine: the common case of an idle client
-// with room in its socket buffer. What does not fit is left for the session,
-// which is woken to write it with the usual deadline. Called with wmu held.
+// with room in its socket buffer. Called with wmu held, the session idle.
 func (s *session) writeDirect(f *frame) {
 	if f.seq <= s.lastSent {
 		return
 	}
 	s.r.metrics.delivered.Add(1) // before the client can see it
+	s.lastSent = f.seq
+	s.writeRaw(f.buf)
+}
+
+// writeRaw writes b without blocking. What does not fit is left for the
+// session's goroutine, which is kicked to write it with the usual deadline
+// (and finds out about a failed write). Called with wmu held, the session
+// idle.
+func (s *session) writeRaw(b []byte) {
 	n := 0
 	err := s.raw.Write(func(fd uintptr) bool {
-		n, _ = syscall.Write(int(fd), f.buf) // EAGAIN or an error: n < 0, the session finds out
-		return true                          // never wait for the socket
+		n, _ = syscall.Write(int(fd), b) // EAGAIN or an error: n < 0, the session finds out
+		return true                      // never wait for the socket
 	})
 	if err != nil || n < 0 {
 		n = 0
 	}
 	s.r.metrics.bytes.Add(float64(n)) // the rest is counted when the session writes it
-	s.lastSent, s.active = f.seq, true
-	if n < len(f.buf) {
-		s.partial = f.buf[n:]
-		select {
-		case s.wake <- struct{}{}:
-		default:
-		}
+	s.touch()
+	if n < len(b) {
+		s.partial = b[n:]
+		s.kick(s.wake)
 	}
 }
 

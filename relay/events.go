@@ -226,7 +226,7 @@ func (r *Relay) serveEvents(w http.ResponseWriter, req *http.Request) {
 		r.refuseLimited(w, req, false, limitUserStreams, 0)
 		return
 	}
-	start := time.Now()
+	s.start = time.Now()
 	r.log.Debug("stream opened", "conn", s.connID, "user", s.user, "app", s.app, "feeds", s.feeds, "topics", s.topics, "last_event_id", sr.lastID, "has_id", sr.hasID, "cursor", c)
 
 	setStreamHeaders(w)
@@ -239,16 +239,16 @@ func (r *Relay) serveEvents(w http.ResponseWriter, req *http.Request) {
 				// Bytes after the request (pipelined, or a body without a
 				// length): a protocol violation, as in serveConn.
 				_ = conn.Close()
-				s.finish(closeProtocolViolation, start)
+				s.finish(closeProtocolViolation)
 				return
 			}
 			// The stream outlives this handler: net/http's goroutine,
 			// buffers and request state are released when it returns.
-			go s.serveConn(conn, responseHead(w.Header(), first), sr, c, start)
+			go s.serveConn(conn, responseHead(w.Header(), first), sr, c)
 			return
 		}
 	}
-	s.serveHTTP(req.Context(), w, rc, first, sr, c, start)
+	s.serveHTTP(req.Context(), w, rc, first, sr, c)
 }
 
 // connected returns the first bytes of a stream: the retry hint and the

@@ -183,6 +183,7 @@ func (h *hub) abortAll() {
 				_ = s.conn.Close()
 			}
 			s.mu.Unlock()
+			s.signal() // a parked session has no write to fail: it must look
 		}
 	}
 }

@@ -39,7 +39,9 @@ type Relay struct {
 	// metricsHandler serves cfg.Registry.
 	metricsHandler http.Handler
 
-	hub *hub // the registry of open sessions, and the dispatcher's cursor
+	hub        *hub        // the registry of open sessions, and the dispatcher's cursor
+	keepalives *keepalives // of every stream, from one goroutine
+	poller     *poller     // notices the clients of parked sessions leaving
 
 	replaySlots chan struct{}
 	limits      *limiters
@@ -84,6 +86,8 @@ func New(cfg Config) (*Relay, error) {
 		metrics:        m,
 		metricsHandler: newMetricsHandler(cfg.Registry, cfg.Logger),
 		hub:            newHub(&cfg, m),
+		keepalives:     newKeepalives(cfg.Keepalive),
+		poller:         newPoller(cfg.Logger),
 		replaySlots:    make(chan struct{}, cfg.MaxReplays),
 		limits:         newLimiters(&cfg),
 		drainCh:        make(chan struct{}),

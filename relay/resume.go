@@ -95,7 +95,7 @@ func (s *session) catchUp(ctx context.Context, c uint64) error {
 // interval, so the stream gets its keepalives meanwhile: a proxy must not
 // cut it while it waits.
 func (s *session) takeReplaySlot(ctx context.Context) error {
-	tick := time.NewTicker(s.keepaliveTick())
+	tick := time.NewTicker(s.r.keepalives.tick)
 	defer tick.Stop()
 	return s.r.takeReplaySlot(ctx, s.user, tick.C, s.keepalive)
 }

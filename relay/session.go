@@ -13,6 +13,12 @@ import (
 )
 
 // A session is one open SSE stream.
+//
+// On a taken-over connection on Linux an idle session has no goroutine: it
+// is parked, and whatever gives it work (an event queued, a partial direct
+// write, the client leaving, drain, token expiry) borrows one through kick,
+// which runs step until nothing is left and parks again. Elsewhere (HTTP/2,
+// other systems) its goroutine waits for the same kicks on two channels.
 type session struct {
 	r      *Relay
 	connID string
@@ -21,6 +27,10 @@ type session struct {
 	keys   []string // registry keys "<app>.<feed>"
 	feeds  []string
 	topics []string
+
+	start  time.Time
+	ctx    context.Context // ends when the client leaves
+	cancel context.CancelCauseFunc // the cause closeProtocolViolation: it sent bytes
 
 	// Filled by the dispatcher under mu; drained by the writer.
 	mu         sync.Mutex
@@ -31,19 +41,26 @@ type session struct {
 	wake       chan struct{} // capacity 1: "the queue changed"
 	ctl        chan struct{} // capacity 1: "look at the flags and the context"
 
+	parks        atomic.Bool // idle means no goroutine: set before the session can park
+	parked       atomic.Bool // no goroutine serves the session; kick borrows one
 	keepaliveDue atomic.Bool
 	expired      atomic.Bool
+	lastWrite    atomic.Int64 // keepalives.now() at the last write to the client
+	wheelIdx     int          // index in the keepalives' list, under its mu
+	pollID       uint64       // key in the poller, under its mu; 0: not polled
+	expiry       *time.Timer
+	release      func() // closes the connection and stops watching it; run by end
 
 	// wmu is held by whoever writes to the client: the session's goroutine
-	// at all times except while it waits for work, and the dispatcher when
-	// it writes an event straight to an idle connection. It guards the
-	// fields below.
+	// while it has one and is not waiting for work, the dispatcher when it
+	// writes an event straight to an idle connection, the keepalives when
+	// they write a comment to one. It guards the fields below. A session
+	// that ended keeps it held: nobody writes to it any more.
 	wmu      sync.Mutex
-	raw      syscall.RawConn // for the dispatcher's non-blocking writes; nil on HTTP/2
+	raw      syscall.RawConn // for non-blocking writes; nil on HTTP/2
 	partial  []byte          // the unwritten rest of such a write, written first by the session
 	out      sink
 	lastSent uint64 // resume position: the client has every event of its filter up to here
-	active   bool   // something was written since the last keepalive tick (ticks come twice per interval)
 	unsent   int    // bytes written since the last flush, counted when it succeeds
 	spare    []*frame
 	scratch  []byte // encoding buffer during a catch-up
@@ -78,11 +95,24 @@ func (s *session) enqueue(f *frame, lim queueLimits) {
 		}
 	}
 	s.mu.Unlock()
+	s.kick(s.wake)
+}
+
+// kick tells the session it has work (ch: wake for the queue, ctl for the
+// rest). A parked session gets a goroutine; one that has a goroutine finds
+// the token when it next waits or parks. It never blocks.
+func (s *session) kick(ch chan struct{}) {
 	select {
-	case s.wake <- struct{}{}:
+	case ch <- struct{}{}:
 	default:
 	}
+	if s.parked.CompareAndSwap(true, false) {
+		go s.resume()
+	}
 }
+
+// signal wakes the writer for something other than an event.
+func (s *session) signal() { s.kick(s.ctl) }
 
 // take swaps the queue for an empty one. overflow means events were dropped:
 // the writer must catch up from the store.
@@ -92,12 +122,18 @@ func (s *session) take() (frames []*frame, overflow bool) {
 	if s.overflow {
 		return nil, true
 	}
+	if len(s.queue) == 0 {
+		return nil, false
+	}
 	frames, s.queue, s.queueBytes = s.queue, s.spare[:0], 0
 	return frames, false
 }
 
+// touch records a write to the client, for the keepalives.
+func (s *session) touch() { s.lastWrite.Store(s.r.keepalives.now()) }
+
 func (s *session) write(b []byte) error {
-	s.active = true
+	s.touch()
 	s.unsent += len(b)
 	return s.out.write(b)
 }
@@ -131,11 +167,103 @@ func (s *session) writeFrames(frames []*frame) error {
 	return s.flush()
 }
 
-// run streams events until the client leaves, the relay drains, the token
-// expires or a write fails. lastID is the client's position (hasID false:
-// none) and c the cursor at registration.
-func (s *session) run(ctx context.Context, hasID bool, lastID, c uint64, expires time.Time) error {
-	err := s.stream(ctx, hasID, lastID, c, expires)
+// begin starts the stream after its first bytes: the catch-up when the
+// client sent an id, the expiry timer. lastID is the client's position
+// (hasID false: none) and c the cursor at registration. Called with wmu
+// held, before the session can park.
+func (s *session) begin(hasID bool, lastID, c uint64, expires time.Time) error {
+	s.lastSent = c
+	if hasID {
+		s.lastSent = lastID
+		if err := s.catchUp(s.ctx, c); err != nil {
+			return err
+		}
+	}
+	if !expires.IsZero() {
+		s.expiry = time.AfterFunc(time.Until(expires), func() { s.expired.Store(true); s.signal() })
+	}
+	if s.r.draining.Load() {
+		return closeDraining // drain began while the session registered
+	}
+	return nil
+}
+
+// wait serves the session on its own goroutine until it ends: it waits
+// for kicks on two channels only (a select costs per case, and this one
+// runs once per delivery). Called with wmu held.
+func (s *session) wait() error {
+	for {
+		s.wmu.Unlock()
+		select {
+		case <-s.wake:
+		case <-s.ctl:
+		}
+		s.wmu.Lock()
+		if err := s.step(); err != nil {
+			return err
+		}
+	}
+}
+
+// serveParked does the session's work on the calling goroutine and parks
+// the session when none is left, returning the goroutine; it ends the
+// session on an error. Called with wmu held.
+func (s *session) serveParked() {
+	for {
+		if err := s.step(); err != nil {
+			s.end(err)
+			return
+		}
+		s.wmu.Unlock()
+		s.parked.Store(true)
+		// A kick between the step and the park left a token but saw no
+		// parked session: take the work back unless a later kick already
+		// started another goroutine.
+		if !s.tokens() || !s.parked.CompareAndSwap(true, false) {
+			return
+		}
+		s.wmu.Lock()
+	}
+}
+
+// resume is the goroutine a kick borrows for a parked session.
+func (s *session) resume() {
+	s.wmu.Lock()
+	s.serveParked()
+}
+
+// tokens takes the kick tokens and reports whether there were any.
+func (s *session) tokens() bool {
+	n := 0
+	select {
+	case <-s.wake:
+		n++
+	default:
+	}
+	select {
+	case <-s.ctl:
+		n++
+	default:
+	}
+	return n > 0
+}
+
+// step does whatever the session has to do: the rest of a direct write,
+// the queued events (or a catch-up after an overflow), then the signals
+// that are not events. Called with wmu held.
+func (s *session) step() error {
+	if err := s.writePartial(); err != nil {
+		return err
+	}
+	if err := s.writeQueued(s.ctx); err != nil {
+		return err
+	}
+	return s.control(s.ctx)
+}
+
+// end closes the stream after err: a drain's last retry hint, then the
+// connection, the timers and the registrations. wmu stays held.
+func (s *session) end(err error) {
 	if errors.Is(err, closeDraining) {
 		// Whatever it was doing: a last hint with jitter so that the clients
 		// of this instance do not all come back in the same millisecond.
@@ -143,76 +271,32 @@ func (s *session) run(ctx context.Context, hasID bool, lastID, c uint64, expires
 			_ = s.flush()
 		}
 	}
-	return err
-}
-
-func (s *session) stream(ctx context.Context, hasID bool, lastID, c uint64, expires time.Time) error {
-	s.lastSent = c
-	if hasID {
-		s.lastSent = lastID
-		if err := s.catchUp(ctx, c); err != nil {
-			return err
-		}
+	if s.expiry != nil {
+		s.expiry.Stop()
 	}
-	// The loop waits on two channels only: a select costs per case, and this
-	// one runs once per delivery. Everything that is not an event (client
-	// gone, drain, token expiry, keepalive tick) signals ctl and leaves a flag.
-	stopCtx := context.AfterFunc(ctx, s.signal)
-	defer stopCtx()
-	tick := s.keepaliveTick()
-	keepalive := time.AfterFunc(tick, func() { s.keepaliveDue.Store(true); s.signal() })
-	defer keepalive.Stop()
-	if !expires.IsZero() {
-		t := time.AfterFunc(time.Until(expires), func() { s.expired.Store(true); s.signal() })
-		defer t.Stop()
-	}
-	if s.r.draining.Load() {
-		return closeDraining // drain began while the session registered
-	}
-	for {
-		s.wmu.Unlock()
-		var event bool
-		select {
-		case <-s.wake:
-			event = true
-		case <-s.ctl:
-		}
-		s.wmu.Lock()
-		err := s.writePartial()
-		if err == nil && event {
-			err = s.writeQueued(ctx)
-		} else if err == nil {
-			err = s.control(ctx, keepalive, tick)
-		}
-		if err != nil {
-			return err
-		}
+	s.r.keepalives.remove(s)
+	s.finish(err)
+	if s.release != nil {
+		s.release()
 	}
 }
 
-// keepaliveTick is the period of the keepalive ticks: half the interval.
-// A tick that finds something written since the one before only clears the
-// mark, the next one writes; so the last byte written is at most one
-// interval old when a comment goes out. One tick per interval would let a
-// write right after a tick (the response head, say) stretch the silence to
-// two intervals.
-func (s *session) keepaliveTick() time.Duration {
-	return max(s.r.cfg.Keepalive/2, time.Millisecond)
-}
+// keepaliveComment is the comment written on a stream that is silent.
+var keepaliveComment = sse.AppendComment(nil, "keepalive")
 
-// keepalive handles one tick. Called with wmu held.
+// keepalive writes a keepalive comment if nothing was written for most of
+// the interval. Called with wmu held.
 func (s *session) keepalive() error {
-	if s.active {
-		s.active = false
+	if !s.r.keepalives.silent(s) {
 		return nil
 	}
-	if err := s.write(sse.AppendComment(nil, "keepalive")); err != nil { // marks it active
+	if err := s.write(keepaliveComment); err != nil {
 		return err
 	}
 	return s.flush()
 }
 
-// writePartial writes what the dispatcher's last direct write left over.
+// writePartial writes what the last direct write left over.
 func (s *session) writePartial() error {
 	if len(s.partial) == 0 {
 		return nil
@@ -233,6 +317,9 @@ func (s *session) writeQueued(ctx context.Context) error {
 		s.r.metrics.overflows.Add(1)
 		return s.catchUp(ctx, s.r.hub.restart(s))
 	}
+	if frames == nil {
+		return nil
+	}
 	err := s.writeFrames(frames)
 	clear(frames)
 	s.spare = nil
@@ -242,10 +329,10 @@ func (s *session) writeQueued(ctx context.Context) error {
 	return err
 }
 
-// control acts on a signal that is not an event: it ends the stream (client
-// gone, drain, token expiry) or handles a keepalive tick, rearming keepalive
-// for tick.
-func (s *session) control(ctx context.Context, keepalive *time.Timer, tick time.Duration) error {
+// control acts on the signals that are not events: it ends the stream
+// (client gone, drain, token expiry) or writes a keepalive that the
+// keepalives asked for.
+func (s *session) control(ctx context.Context) error {
 	switch {
 	case ctx.Err() != nil:
 		if errors.Is(context.Cause(ctx), closeProtocolViolation) {
@@ -264,19 +351,7 @@ func (s *session) control(ctx context.Context, keepalive *time.Timer, tick time.
 	if !s.keepaliveDue.Swap(false) {
 		return nil
 	}
-	if err := s.keepalive(); err != nil {
-		return err
-	}
-	keepalive.Reset(tick)
-	return nil
-}
-
-// signal wakes the writer for something other than an event.
-func (s *session) signal() {
-	select {
-	case s.ctl <- struct{}{}:
-	default:
-	}
+	return s.keepalive()
 }
 
 // A frame is one encoded event, shared by every session that receives it:
@@ -291,12 +366,12 @@ func resetFrame(seq uint64, reason string) *frame {
 }
 
 // finish unregisters the session and logs why it ended.
-func (s *session) finish(err error, start time.Time) {
+func (s *session) finish(err error) {
 	r := s.r
 	r.hub.unregister(s)
 	reason := reasonOf(err, r.aborted.Load())
 	r.metrics.closed[reason].Inc()
-	args := []any{"conn", s.connID, "user", s.user, "reason", reason.String(), "last_sent", s.lastSent, "duration", time.Since(start).Round(time.Millisecond)}
+	args := []any{"conn", s.connID, "user", s.user, "reason", reason.String(), "last_sent", s.lastSent, "duration", time.Since(s.start).Round(time.Millisecond)}
 	if err != nil && err != error(reason) {
 		args = append(args, "err", err)
 	}

@@ -1,0 +1,186 @@
+//go:build linux
+
+package relay
+
+import (
+	"errors"
+	"log/slog"
+	"sync"
+
+	"golang.org/x/sys/unix"
+)
+
+// A poller watches the taken-over connections of a relay with one epoll
+// instance and one goroutine, in place of a goroutine per connection
+// blocked in a read. A stream's client sends nothing after its request, so
+// the first readiness (EPOLLIN: bytes or end of file; EPOLLRDHUP, EPOLLHUP,
+// EPOLLERR) means it went away or broke the protocol: the session is told
+// and ends. The registration is one-shot: nothing more is wanted from that
+// connection. The goroutine runs while connections are watched, and an
+// eventfd in the same epoll set stops it.
+//
+// The connections stay in Go's own poller too (an fd may be in several
+// epoll sets): their writes block and time out as usual.
+type poller struct {
+	log *slog.Logger
+
+	mu     sync.Mutex
+	epfd   int // -1 while no goroutine runs
+	evfd   int
+	nextID uint64
+	conns  map[uint64]*session
+	broken bool // epoll could not be set up: sessions keep a reader goroutine
+}
+
+func newPoller(log *slog.Logger) *poller { return &poller{log: log, epfd: -1} }
+
+// stopID is the epoll key of the eventfd.
+const stopID = 0
+
+// add watches s's connection and reports whether it does; if not, the
+// session must watch it itself.
+func (p *poller) add(s *session) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.broken {
+		return false
+	}
+	if p.epfd < 0 {
+		if err := p.startLocked(); err != nil {
+			p.broken = true
+			p.log.Warn("epoll unavailable: one reader goroutine per stream", "err", err)
+			return false
+		}
+	}
+	p.nextID++
+	id := p.nextID
+	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT, Fd: int32(uint32(id)), Pad: int32(uint32(id >> 32))}
+	var err error
+	if cerr := s.raw.Control(func(fd uintptr) { err = unix.EpollCtl(p.epfd, unix.EPOLL_CTL_ADD, int(fd), &ev) }); cerr != nil {
+		err = cerr
+	}
+	if err != nil {
+		p.log.Debug("epoll add failed: a reader goroutine watches the stream", "err", err)
+		p.stopIfEmptyLocked()
+		return false
+	}
+	p.conns[id] = s
+	s.pollID = id
+	return true
+}
+
+// remove stops watching s's connection. It must run before the connection
+// closes: the fd number could be reused by then.
+func (p *poller) remove(s *session) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if s.pollID == 0 || p.conns[s.pollID] != s {
+		return
+	}
+	delete(p.conns, s.pollID)
+	s.pollID = 0
+	// Control fails once the connection is closed (Shutdown's abortAll):
+	// then its fd is already out of the epoll set.
+	_ = s.raw.Control(func(fd uintptr) { _ = unix.EpollCtl(p.epfd, unix.EPOLL_CTL_DEL, int(fd), nil) })
+	p.stopIfEmptyLocked()
+}
+
+func (p *poller) startLocked() error {
+	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return err
+	}
+	evfd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	if err != nil {
+		unix.Close(epfd)
+		return err
+	}
+	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, evfd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: stopID}); err != nil {
+		unix.Close(evfd)
+		unix.Close(epfd)
+		return err
+	}
+	p.epfd, p.evfd = epfd, evfd
+	p.conns = make(map[uint64]*session)
+	go p.run(epfd, evfd)
+	return nil
+}
+
+// stopIfEmptyLocked ends the goroutine when no connection is watched; it
+// closes its epoll and eventfd itself. A later add starts a new one.
+func (p *poller) stopIfEmptyLocked() {
+	if len(p.conns) > 0 || p.epfd < 0 {
+		return
+	}
+	var one = [8]byte{1}
+	_, _ = unix.Write(p.evfd, one[:]) // never blocks: the counter starts at 0
+	p.epfd, p.evfd, p.conns = -1, -1, nil
+}
+
+func (p *poller) run(epfd, evfd int) {
+	defer unix.Close(epfd)
+	defer unix.Close(evfd)
+	events := make([]unix.EpollEvent, 128)
+	var gone []*session
+	for {
+		n, err := unix.EpollWait(epfd, events, -1)
+		if err != nil {
+			if errors.Is(err, unix.EINTR) {
+				continue
+			}
+			p.log.Error("epoll wait failed: the streams it watched end", "err", err)
+			p.failAll(epfd)
+			return
+		}
+		stop := false
+		p.mu.Lock()
+		for _, ev := range events[:n] {
+			id := uint64(uint32(ev.Fd)) | uint64(uint32(ev.Pad))<<32
+			if id == stopID {
+				stop = true
+				continue
+			}
+			if s := p.conns[id]; s != nil {
+				gone = append(gone, s)
+			}
+		}
+		p.mu.Unlock()
+		for _, s := range gone {
+			s.goneAway(bytesWaiting(s))
+		}
+		clear(gone)
+		gone = gone[:0]
+		if stop {
+			return
+		}
+	}
+}
+
+// failAll ends every stream watched by the epoll set epfd, which can no
+// longer tell when their clients leave.
+func (p *poller) failAll(epfd int) {
+	p.mu.Lock()
+	var all []*session
+	if p.epfd == epfd {
+		for _, s := range p.conns {
+			all = append(all, s)
+		}
+		p.epfd, p.evfd, p.conns = -1, -1, nil
+		p.broken = true
+	}
+	p.mu.Unlock()
+	for _, s := range all {
+		s.goneAway(false)
+	}
+}
+
+// bytesWaiting reports whether s's client sent bytes that wait to be read
+// (rather than only closing its side): a peek, which leaves them there.
+func bytesWaiting(s *session) bool {
+	var b [1]byte
+	n := 0
+	_ = s.raw.Control(func(fd uintptr) {
+		n, _, _ = unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+	})
+	return n > 0
+}
