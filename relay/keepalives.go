@@ -21,7 +21,7 @@ type keepalives struct {
 	epoch    time.Time
 
 	mu       sync.Mutex
-	sessions []*session // session.wheelIdx is the index
+	sessions []*session    // session.wheelIdx is the index
 	stop     chan struct{} // closed to end the goroutine; nil while none runs
 }
 
