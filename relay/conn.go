@@ -153,11 +153,16 @@ func (s *session) writeDirect(f *frame) {
 // session's goroutine, which is kicked to write it with the usual deadline
 // (and finds out about a failed write). Called with wmu held, the session
 // idle.
+//
+// It writes inside Control, not RawConn.Write: Write refuses once the write
+// deadline has passed, and the deadline of an idle stream is the one its
+// last flush set, long past; so on every idle stream every direct write
+// would fail and go to the session's goroutine. wmu makes it the only
+// writer, which is what Write's lock would.
 func (s *session) writeRaw(b []byte) {
 	n := 0
-	err := s.raw.Write(func(fd uintptr) bool {
+	err := s.raw.Control(func(fd uintptr) {
 		n, _ = syscall.Write(int(fd), b) // EAGAIN or an error: n < 0, the session finds out
-		return true                      // never wait for the socket
 	})
 	if err != nil || n < 0 {
 		n = 0
