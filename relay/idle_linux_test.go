@@ -76,6 +76,10 @@ func TestIdleStreamsHaveNoGoroutine(t *testing.T) {
 	}
 	waitUntil(t, "two streams closed", func() bool { return e.relay.OpenStreams() == len(users)-2 })
 	<-streams[1].done // the relay closed it
+	waitUntil(t, "one close counted as a protocol violation, one as the client gone", func() bool {
+		return e.metric(`sserelay_streams_closed_total{reason="protocol-violation"}`) == 1 &&
+			e.metric(`sserelay_streams_closed_total{reason="client-gone"}`) == 1
+	})
 	e.publish("sse.demo.carol", "still here")
 	streams[2].waitFor(t, "data: still here", 1)
 }
