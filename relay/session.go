@@ -29,7 +29,7 @@ type session struct {
 	topics []string
 
 	start  time.Time
-	ctx    context.Context // ends when the client leaves
+	ctx    context.Context         // ends when the client leaves
 	cancel context.CancelCauseFunc // the cause closeProtocolViolation: it sent bytes
 
 	// Filled by the dispatcher under mu; drained by the writer.
