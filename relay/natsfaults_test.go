@@ -115,6 +115,7 @@ type tcpProxy struct {
 	ln       net.Listener
 	mu       sync.Mutex
 	cut      bool
+	gate     chan struct{} // non-nil while held: closed to release
 	conns    map[net.Conn]struct{}
 	wg       sync.WaitGroup
 }
@@ -160,8 +161,32 @@ func (p *tcpProxy) accept() {
 			dst.Close()
 			src.Close()
 		}
+		// NATS to the relay goes through the gate (see hold).
+		down := func(dst, src net.Conn) {
+			defer p.wg.Done()
+			buf := make([]byte, 32<<10)
+			for {
+				n, err := src.Read(buf)
+				if n > 0 {
+					p.mu.Lock()
+					gate := p.gate
+					p.mu.Unlock()
+					if gate != nil {
+						<-gate
+					}
+					if _, werr := dst.Write(buf[:n]); werr != nil {
+						break
+					}
+				}
+				if err != nil {
+					break
+				}
+			}
+			dst.Close()
+			src.Close()
+		}
 		go pipe(up, c)
-		go pipe(c, up)
+		go down(c, up)
 	}
 }
 
@@ -179,7 +204,28 @@ func (p *tcpProxy) setCut(cut bool) {
 	}
 }
 
+// hold stops what NATS sends to the relay (acknowledgements, deliveries)
+// from reaching it, without cutting anything: what the relay sends still
+// arrives. release lets it all through.
+func (p *tcpProxy) hold() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.gate == nil {
+		p.gate = make(chan struct{})
+	}
+}
+
+func (p *tcpProxy) release() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.gate != nil {
+		close(p.gate)
+		p.gate = nil
+	}
+}
+
 func (p *tcpProxy) close() {
+	p.release()
 	p.ln.Close()
 	p.setCut(true)
 	p.wg.Wait()

@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
 	"strconv"
@@ -371,4 +372,39 @@ func TestPublishFeedGrant(t *testing.T) {
 	}
 	everything := token(t, "backend", claimPublish("*:*"))
 	wantSeq(t, e.post(t, everything, body("other", "bob")))
+}
+
+// TestPublishErrorMayBeStored: a publish answered with an error can still
+// have been stored, and is then delivered: here the acknowledgement is held
+// on its way back (the publish reached NATS) until the publish times out.
+// A retry with the same id returns the stored event's seq and stores
+// nothing twice, which is why the error says to retry with the same id.
+func TestPublishErrorMayBeStored(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, withRelayProxy(), withConfig(func(c *Config) { c.PublishTimeout = 300 * time.Millisecond }))
+	tok := token(t, "alice", claimPublish("demo"))
+	s := e.open("app_id=demo", bearer(tok))
+	s.Connected(t)
+	body := `{"app_id":"demo","feed":"alice","data":"maybe stored","id":"order-7"}`
+
+	e.proxy.hold()
+	wantError(t, e.post(t, tok, body), http.StatusServiceUnavailable, "event store unavailable, retry with the same id")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := e.js.Stream(ctx, "SSE")
+	if err != nil {
+		t.Fatal(err)
+	}
+	seq := st.CachedInfo().State.LastSeq
+	if m := e.stored(t, seq); seq == 0 || string(m.Data) != "maybe stored" {
+		t.Fatalf("the refused publish was not stored (last seq %d)", seq)
+	}
+	e.proxy.release()
+	s.ExpectIDs(t, seq) // delivered, though its publisher was told it failed
+
+	if again := wantSeq(t, e.post(t, tok, body)); again != seq {
+		t.Fatalf("the retry got seq %d, want the stored %d", again, seq)
+	}
+	after := e.publish("sse.demo.alice", "after")
+	s.ExpectIDs(t, after) // and not a second copy before it
 }
