@@ -239,6 +239,9 @@ func (s *stream) record(now int64) {
 		return
 	}
 	s.got = append(s.got, uint32(seq-s.base))
+	if seq > s.top.Load() {
+		s.top.Store(seq) // only this goroutine writes it
+	}
 	s.batch++
 	if s.evHasT && s.live != nil {
 		lat := now - s.evT

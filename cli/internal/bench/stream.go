@@ -59,12 +59,13 @@ type stream struct {
 	onTarget  func(s *stream, at int64) // at: unix nanos, or -1 if the stream ended first
 	onConnect func(s *stream, err error)
 
-	start    time.Time    // when the connect began
-	n        atomic.Int64 // events received so far
-	last     atomic.Int64 // unix nanos of the latest event
-	comments atomic.Int64 // comment lines (keepalives) received so far
-	closing  atomic.Bool  // closed by us: its end is not a failure
-	err      error        // why it ended early; read after the goroutine ends
+	start    time.Time     // when the connect began
+	n        atomic.Int64  // events received so far
+	last     atomic.Int64  // unix nanos of the latest event
+	top      atomic.Uint64 // highest id received
+	comments atomic.Int64  // comment lines (keepalives) received so far
+	closing  atomic.Bool   // closed by us: its end is not a failure
+	err      error         // why it ended early; read after the goroutine ends
 }
 
 const maxStreamBuffer = 4 << 20
