@@ -245,17 +245,19 @@ func (k *keyedBuckets) allow(key string, now time.Time) (bool, time.Duration) {
 	return false, time.Duration((1 - b.tokens) / k.rate * float64(time.Second))
 }
 
-// evict forgets the buckets that have refilled, or one arbitrary bucket if
-// none has. Called with the shard locked and full: an eviction pass every
-// perCap/2 new keys at worst.
+// evict forgets the buckets that have refilled, then arbitrary ones until
+// an eighth of the shard is free. Called with the shard locked and full, so
+// a pass over the shard comes at most once per perCap/8 new keys, even when
+// a flood of new addresses keeps every bucket busy.
 func (sh *bucketShard) evict(k *keyedBuckets, now time.Time) {
 	for key, b := range sh.m {
 		if b.tokens+now.Sub(b.at).Seconds()*k.rate >= k.burst {
 			delete(sh.m, key)
 		}
 	}
+	keep := k.perCap - max(k.perCap/8, 1)
 	for key := range sh.m {
-		if len(sh.m) < k.perCap {
+		if len(sh.m) <= keep {
 			return
 		}
 		delete(sh.m, key)

@@ -78,3 +78,21 @@ func BenchmarkKeyedBucketsAllow(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkKeyedBucketsNewKeys is a flood of new addresses against a full
+// limiter whose buckets are all busy: evictions included.
+func BenchmarkKeyedBucketsNewKeys(b *testing.B) {
+	k := newKeyedBuckets(0.001, 1, 100000)
+	now := time.Now()
+	keys := make([]string, 1<<20)
+	for i := range keys {
+		keys[i] = "10." + strconv.Itoa(i>>16) + "." + strconv.Itoa(i>>8&255) + "." + strconv.Itoa(i&255)
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		k.allow(keys[i&(len(keys)-1)], now)
+	}
+	if n := k.keys(); n > 100000 {
+		b.Fatalf("%d keys kept, bound 100000", n)
+	}
+}
