@@ -147,7 +147,11 @@ func newEnv(t testing.TB, opts ...envOption) *testEnv {
 	if o.history != nil {
 		o.history(e)
 	}
-	e.startRelay(ctx, o.config)
+	// A deadline of its own: a long history (120,000 events on a busy
+	// machine) may have used up the one above.
+	sctx, scancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer scancel()
+	e.startRelay(sctx, o.config)
 	return e
 }
 
