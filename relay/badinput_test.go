@@ -254,7 +254,46 @@ func badInputs(t *testing.T) []badInput {
 					t.Fatalf("HEAD answered a body %q", r.Body)
 				}
 			}},
+
+		// Item 6: a publish grant covers the feeds the token may read,
+		// unless it says any feed of the app (APP:*).
+		{name: "publish into another user's feed", method: "POST", path: "/v1/publish",
+			header: biJSON(token(t, "alice", claimPublish("demo"))), body: `{"app_id":"demo","feed":"bob","data":"x"}`,
+			status: http.StatusForbidden, err: `token does not grant publishing to feed "bob" of app "demo"`},
+		{name: "publish into a broadcast feed not granted", method: "POST", path: "/v1/publish",
+			header: biJSON(token(t, "alice", claimPublish("*"))), body: `{"app_id":"other","feed":"_all","data":"x"}`,
+			status: http.StatusForbidden, err: `token does not grant publishing to feed "_all" of app "other"`},
+		{name: "publish with any-feed of another app", method: "POST", path: "/v1/publish",
+			header: biJSON(token(t, "svc", claimPublish("demo:*"))), body: `{"app_id":"other","feed":"bob","data":"x"}`,
+			status: http.StatusForbidden, err: `token does not grant publishing to app "other"`},
+		{name: "publish with any-feed grant", method: "POST", path: "/v1/publish",
+			header: biJSON(token(t, "svc", claimPublish("demo:*"))), body: `{"app_id":"demo","feed":"bob","data":"x"}`,
+			status: http.StatusOK},
+
+		// Item 4: another publisher's id does not swallow an event.
+		{name: "publish id of another publisher is not a duplicate",
+			check: func(t *testing.T, e *testEnv, _ biResult) {
+				body := `{"app_id":"demo","feed":"_all","data":"x","id":"order-42"}`
+				a := wantSeq(t, e.post(t, token(t, "svc-a", claimPublish("demo:*")), body))
+				b := wantSeq(t, e.post(t, token(t, "svc-b", claimPublish("demo:*")), body))
+				again := wantSeq(t, e.post(t, token(t, "svc-a", claimPublish("demo:*")), body))
+				if a == b || again != a {
+					t.Fatalf("seqs %d (a), %d (b), %d (a's retry): want b new and the retry a's", a, b, again)
+				}
+			}},
+
+		// Stream parameters the fuzz targets cover, one of each here.
+		{name: "Last-Event-ID above uint64", method: "GET", path: "/v1/events?app_id=demo",
+			header: http.Header{"Authorization": alice["Authorization"], "Last-Event-Id": {"18446744073709551616"}},
+			status: http.StatusBadRequest, err: "last event id must be a decimal stream sequence"},
+		{name: "topic with an empty token", method: "GET", path: "/v1/events?app_id=demo&topic=a..b", header: alice,
+			status: http.StatusBadRequest, err: `invalid subject token: topic "a..b" must be tokens of 1 to 128 characters joined by '.', without '*', '>', whitespace or control characters`},
 	}
+}
+
+// biJSON is the header of a JSON publish with tok.
+func biJSON(tok string) http.Header {
+	return http.Header{"Authorization": {"Bearer " + tok}, "Content-Type": {"application/json"}}
 }
 
 func TestBadInput(t *testing.T) {
