@@ -177,7 +177,10 @@ func appendRetry(dst []byte, ms int64) []byte {
 // serveEvents answers GET /v1/events: it opens a stream (or, with poll=1,
 // answers one page of JSON).
 func (r *Relay) serveEvents(w http.ResponseWriter, req *http.Request) {
-	if req.ContentLength != 0 { // -1: chunked, or HTTP/2 with data frames to come
+	// -1 is a chunked HTTP/1.1 body, or an HTTP/2 GET whose headers do not
+	// end the stream: the latter is framed and cannot hold anything, the
+	// former would be read as the stream's bytes.
+	if req.ContentLength > 0 || req.ContentLength < 0 && req.ProtoMajor == 1 {
 		// Not waiting for a body that has no use: answer and close.
 		w.Header().Set("Connection", "close")
 		r.metrics.rejected.Add(1)

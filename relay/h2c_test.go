@@ -2,11 +2,14 @@ package relay
 
 import (
 	"context"
+	"io"
 	"net"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sserelay/sserelay/relay/sse/ssetest"
 )
 
 // TestHTTP2Stream: over HTTP/2 (cleartext, as from a proxy sidecar) the
@@ -53,5 +56,20 @@ func TestHTTP2Stream(t *testing.T) {
 	}
 	if n := e.relay.OpenStreams(); n != 1 {
 		t.Fatalf("open streams %d, want 1", n)
+	}
+
+	// A GET whose HEADERS frame does not end the stream (a proxy may send
+	// its empty body as a DATA frame) is a stream like any other: HTTP/2
+	// frames the body, so it cannot hold the connection the way an HTTP/1.1
+	// body that never comes would.
+	req, _ := http.NewRequest(http.MethodGet, "http://"+ln.Addr().String()+"/v1/events?app_id=demo", io.NopCloser(strings.NewReader("")))
+	req.Header.Set("Authorization", "Bearer "+token(t, "alice"))
+	st, err := ssetest.Open(client, req)
+	if err != nil {
+		t.Fatalf("HTTP/2 GET with an empty DATA frame: %v", err)
+	}
+	defer st.Close()
+	if st.Response.ProtoMajor != 2 || st.Response.StatusCode != http.StatusOK {
+		t.Fatalf("got %s %d", st.Response.Proto, st.Response.StatusCode)
 	}
 }
