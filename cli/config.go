@@ -37,6 +37,16 @@ type embeddedConfig struct {
 	StoreSync  string // a duration or "always"
 }
 
+// storeSync reads StoreSync: always (fsync before every acknowledgement),
+// or the interval of a positive duration.
+func (ec embeddedConfig) storeSync() (always bool, interval time.Duration, ok bool) {
+	if ec.StoreSync == "always" {
+		return true, 0, true
+	}
+	d, err := time.ParseDuration(ec.StoreSync)
+	return false, d, err == nil && d > 0
+}
+
 type httpConfig struct {
 	Listen            string
 	ReadHeaderTimeout time.Duration

@@ -106,12 +106,9 @@ func startEmbedded(ctx context.Context, ec embeddedConfig, leaf *embedded.LeafOp
 		listen = ""
 	}
 	eo := embedded.Options{Name: ec.ServerName, StoreDir: ec.DataDir, Listen: listen, Leaf: leaf, Logger: log.With("component", "nats")}
-	if ec.StoreSync == "always" {
-		eo.SyncAlways = true
-	} else if d, err := time.ParseDuration(ec.StoreSync); err != nil || d <= 0 {
+	var ok bool
+	if eo.SyncAlways, eo.SyncInterval, ok = ec.storeSync(); !ok {
 		return nil, fmt.Errorf("--store-sync must be a positive duration or always, not %q", ec.StoreSync)
-	} else {
-		eo.SyncInterval = d
 	}
 	if leaf == nil {
 		if err := checkDataDir(ec.DataDir); err != nil {

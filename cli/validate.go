@@ -95,7 +95,7 @@ func validate(cfg *serveConfig, flags []cli.Flag) error {
 		{"listen", cfg.HTTP.Listen, checkAddr(cfg.HTTP.Listen)},
 		{"nats-listen", cfg.Embedded.Listen, checkAddrOr(cfg.Embedded.Listen, "off")},
 		{"metrics-listen", cfg.Metrics.Listen, checkAddrOr(cfg.Metrics.Listen, "")},
-		{"store-sync", cfg.Embedded.StoreSync, checkStoreSync(cfg.Embedded.StoreSync)},
+		{"store-sync", cfg.Embedded.StoreSync, checkStoreSync(cfg.Embedded)},
 		{"server-name", cfg.Embedded.ServerName, noSpace(cfg.Embedded.ServerName)},
 		{"log-format", cfg.Log.Format, oneOf(cfg.Log.Format, "text", "json")},
 		{"log-level", cfg.Log.Level, checkLevel(cfg.Log.Level)},
@@ -251,11 +251,8 @@ func checkNATSURLs(s string) string {
 	return ""
 }
 
-func checkStoreSync(s string) string {
-	if s == "always" {
-		return ""
-	}
-	if d, err := time.ParseDuration(s); err != nil || d <= 0 {
+func checkStoreSync(ec embeddedConfig) string {
+	if _, _, ok := ec.storeSync(); !ok {
 		return "want a positive duration, or always"
 	}
 	return ""
