@@ -61,7 +61,8 @@ func listenHTTP(cfg *serveConfig, log *slog.Logger) (*httpServer, error) {
 	return s, nil
 }
 
-// serve serves h on the listener.
+// serve serves the relay's handler on the listener, behind the relay's
+// connection limit; an error of Serve itself arrives on serveErr.
 func (s *httpServer) serve(r *relay.Relay, log *slog.Logger) {
 	s.hs.Handler = r.Handler()
 	s.ln = r.Listener(s.ln) // --max-connections, and running out of descriptors logged

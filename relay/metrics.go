@@ -26,7 +26,8 @@ var sourceNames = [2]string{sourceRing: "ring", sourceStore: "store"}
 var dispatchBuckets = []float64{0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10}
 
 // replayBuckets span a ring resume of a few events to a 100,000-event read
-// of the store (about a second, measured) and a storm waiting for a slot.
+// of the store (BenchmarkResume100k/store times it) and a storm waiting for
+// a slot.
 var replayBuckets = []float64{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60}
 
 // metrics are the relay's Prometheus collectors. Every labelled series the
