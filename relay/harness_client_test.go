@@ -203,6 +203,20 @@ func (e *testEnv) open(query string, hdr http.Header) *sseStream {
 	return s
 }
 
+// resume opens GET /v1/events?query with tok and Last-Event-ID: id, and
+// reads its sserelay.connected event, which must carry no id (a resume's
+// position is the client's, not the relay's).
+func (e *testEnv) resume(query, tok string, id uint64) *sseStream {
+	e.t.Helper()
+	h := bearer(tok)
+	h.Set("Last-Event-ID", strconv.FormatUint(id, 10))
+	s := e.open(query, h)
+	if ev := s.Connected(e.t); ev.HasID {
+		e.t.Fatalf("connected after Last-Event-ID carries id: %+v", ev)
+	}
+	return s
+}
+
 // tryOpen is open that returns the error; the stream is closed at cleanup.
 func (e *testEnv) tryOpen(query string, hdr http.Header) (*sseStream, error) {
 	return openURL(e.t, nil, e.url+"/v1/events?"+query, hdr)

@@ -46,15 +46,7 @@ func historyGone(t *testing.T, ringEvents int, purge bool) {
 		t.Fatal(err)
 	}
 	first := info.State.FirstSeq
-	resume := func(id uint64) *sseStream {
-		h := bearer(tok)
-		h.Set("Last-Event-ID", strconv.FormatUint(id, 10))
-		s := e.open("app_id=demo", h)
-		if ev := s.Connected(t); ev.HasID {
-			t.Fatalf("connected after Last-Event-ID carries id: %+v", ev)
-		}
-		return s
-	}
+	resume := func(id uint64) *sseStream { return e.resume("app_id=demo", tok, id) }
 	expectGone := func(s *sseStream, id uint64) {
 		t.Helper()
 		ev := s.MustNext(t)
@@ -113,12 +105,7 @@ func TestUnknownIDReset(t *testing.T) {
 	e.waitCursor(last)
 	var streams []*sseStream
 	for _, id := range []uint64{last + 1, last + 1_000_000, 1<<63 + 5} {
-		h := bearer(tok)
-		h.Set("Last-Event-ID", strconv.FormatUint(id, 10))
-		s := e.open("app_id=demo", h)
-		if ev := s.Connected(t); ev.HasID {
-			t.Fatalf("connected after Last-Event-ID carries id: %+v", ev)
-		}
+		s := e.resume("app_id=demo", tok, id)
 		expectReset(t, s.MustNext(t), ResetUnknownID, last)
 		streams = append(streams, s)
 	}

@@ -83,15 +83,7 @@ func TestResumeAheadOfRelayCursorNoDuplicate(t *testing.T) {
 		t.Fatalf("cursor %d, want %d (the dispatcher should be held)", c, before[2])
 	}
 
-	open := func(id uint64) *sseStream {
-		h := bearer(tok)
-		h.Set("Last-Event-ID", strconv.FormatUint(id, 10))
-		s := e.open("app_id=demo", h)
-		if ev := s.Connected(t); ev.HasID {
-			t.Fatalf("connected after Last-Event-ID carries id: %+v", ev)
-		}
-		return s
-	}
+	open := func(id uint64) *sseStream { return e.resume("app_id=demo", tok, id) }
 	ahead := open(held[2])    // from a relay that had dispatched held[2]
 	atLast := open(held[5])   // the stream's last sequence
 	behind := open(before[0]) // an ordinary resume: (before[0], cursor] from the store
