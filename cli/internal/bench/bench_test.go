@@ -196,6 +196,33 @@ func TestCheck(t *testing.T) {
 	}
 }
 
+// TestSettleIgnoresUnacknowledged: deliveries of events whose publish
+// failed (stored anyway) do not end the wait for acknowledged ones. As many
+// events as were acknowledged arrived, but not the last acknowledged one:
+// the stream is still behind. The anomaly of issue 11 came from counting.
+func TestSettleIgnoresUnacknowledged(t *testing.T) {
+	r := &runner{feeds: []feed{{seqs: []uint64{101, 102, 104}}}}
+	s := &stream{base: 100, connected: true}
+	for _, seq := range []uint64{101, 102, 103} { // 103: a publish answered with an error
+		s.evID = seq
+		s.record(0)
+	}
+	s.n.Store(3)
+	if behind, got := r.behind([]*stream{s}); behind != 1 || got != 3 {
+		t.Fatalf("behind %d, got %d: want the stream behind, with 3 events received", behind, got)
+	}
+	s.evID = 104
+	s.record(0)
+	if behind, _ := r.behind([]*stream{s}); behind != 0 {
+		t.Fatalf("behind %d after the last acknowledged event", behind)
+	}
+	// A stream that connected after the last acknowledged event waits for nothing.
+	late := &stream{base: 104, connected: true}
+	if behind, _ := r.behind([]*stream{late}); behind != 0 {
+		t.Fatalf("a stream positioned after every event is behind")
+	}
+}
+
 func TestParser(t *testing.T) {
 	// Chunks that split lines and events anywhere, as a real server may.
 	body := "retry: 2000\n\nid: 7\nevent: sserelay.connected\ndata: {}\n\n" +

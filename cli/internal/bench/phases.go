@@ -115,14 +115,7 @@ func (r *runner) mainPhase(ctx context.Context, rep *Report, main []*stream, sto
 	d := &deliveryReport{}
 	deadline := time.Now().Add(cfg.Settle)
 	for {
-		behind := 0
-		var got int64
-		for _, s := range main {
-			got += s.n.Load()
-			if seqs := r.feeds[s.feed].seqs; s.connected && len(seqs) > 0 && seqs[len(seqs)-1] > s.base && s.top.Load() < seqs[len(seqs)-1] {
-				behind++
-			}
-		}
+		behind, got := r.behind(main)
 		if behind == 0 {
 			d.Settled = true
 			break
@@ -167,6 +160,18 @@ func (r *runner) mainPhase(ctx context.Context, rep *Report, main []*stream, sto
 		rl.CPUPerEventUs = w.RelayCPU * 1e6 / float64(pr.Acked)
 	}
 	// Deliveries are counted by checkMain; the per-delivery CPU is set there.
+}
+
+// behind counts the connected streams that have not received the last
+// acknowledged event of their feed yet, and returns the events received.
+func (r *runner) behind(streams []*stream) (behind int, got int64) {
+	for _, s := range streams {
+		got += s.n.Load()
+		if seqs := r.feeds[s.feed].seqs; s.connected && len(seqs) > 0 && seqs[len(seqs)-1] > s.base && s.top.Load() < seqs[len(seqs)-1] {
+			behind++
+		}
+	}
+	return behind, got
 }
 
 // applyAcks records the acknowledged sequences of a publish phase in their
