@@ -94,22 +94,32 @@ func startHub(t *testing.T, p testPKI) (*server.Server, int) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	opts := &server.Options{
-		ServerName: "hub", Host: "127.0.0.1", Port: server.RANDOM_PORT, NoSigs: true, NoLog: true,
-		JetStream: true, JetStreamDomain: "hub", StoreDir: t.TempDir(),
-	}
+	return runHub(t, func(opts *server.Options) {
+		opts.LeafNode.Username, opts.LeafNode.Password = "leaf", "s3cret"
+		opts.LeafNode.TLSConfig = &tls.Config{
+			MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert},
+			ClientCAs: p.pool, ClientAuth: tls.RequireAndVerifyClientCert,
+		}
+	})
+}
+
+// runHub runs an in-process JetStream server in domain "hub" with a leaf
+// node port on 127.0.0.1, configured further by configure, until the test
+// ends; it returns the server and its leaf node port.
+func runHub(t *testing.T, configure func(*server.Options)) (*server.Server, int) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	port := ln.Addr().(*net.TCPAddr).Port
 	ln.Close()
-	opts.LeafNode.Host, opts.LeafNode.Port = "127.0.0.1", port
-	opts.LeafNode.Username, opts.LeafNode.Password = "leaf", "s3cret"
-	opts.LeafNode.TLSConfig = &tls.Config{
-		MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert},
-		ClientCAs: p.pool, ClientAuth: tls.RequireAndVerifyClientCert,
+	opts := &server.Options{
+		ServerName: "hub", Host: "127.0.0.1", Port: server.RANDOM_PORT, NoSigs: true, NoLog: true,
+		JetStream: true, JetStreamDomain: "hub", StoreDir: t.TempDir(),
 	}
+	opts.LeafNode.Host, opts.LeafNode.Port = "127.0.0.1", port
+	configure(opts)
 	hub, err := server.NewServer(opts)
 	if err != nil {
 		t.Fatal(err)
@@ -282,27 +292,10 @@ func TestLeafCredentials(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	ln.Close()
-	opts := &server.Options{
-		ServerName: "hub", Host: "127.0.0.1", Port: server.RANDOM_PORT, NoSigs: true, NoLog: true,
-		JetStream: true, JetStreamDomain: "hub", StoreDir: t.TempDir(),
-		TrustedOperators: []*jwt.OperatorClaims{operator}, AccountResolver: resolver, SystemAccount: spub,
-	}
-	opts.LeafNode.Host, opts.LeafNode.Port = "127.0.0.1", port
-	hub, err := server.NewServer(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go hub.Start()
-	if !hub.ReadyForConnections(10 * time.Second) {
-		t.Fatal("hub not ready")
-	}
-	defer func() { hub.Shutdown(); hub.WaitForShutdown() }()
+	hub, port := runHub(t, func(opts *server.Options) {
+		opts.TrustedOperators = []*jwt.OperatorClaims{operator}
+		opts.AccountResolver, opts.SystemAccount = resolver, spub
+	})
 
 	hubURL := []string{fmt.Sprintf("nats-leaf://127.0.0.1:%d", port)}
 	if s, err := Start(context.Background(), Options{Leaf: &LeafOptions{URLs: hubURL}, ReadyTimeout: 2 * time.Second}); err == nil {
