@@ -35,7 +35,16 @@ func TestMetricsByValue(t *testing.T) {
 	// One stream, one event: the bytes are exactly the event's.
 	all := e.open("app_id=demo", bearer(alice))
 	all.Connected(t)
-	before := e.scrape().value(t, "sserelay_bytes_written_total")
+	// The head and the connected event are counted just after they are
+	// written, so possibly after the client read them: wait until the count
+	// holds still.
+	before := -1.0
+	eventually(t, waitLong, "the stream's first bytes counted", func() bool {
+		prev := before
+		time.Sleep(20 * time.Millisecond)
+		before = e.scrape().value(t, "sserelay_bytes_written_total")
+		return before > 0 && before == prev
+	})
 	first := e.publish("sse.demo.alice", "x")
 	all.ExpectIDs(t, first)
 	frame := float64(len(sse.AppendEvent(nil, first, "", []byte("x"))))
