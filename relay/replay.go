@@ -12,7 +12,8 @@ type storedEvent struct {
 // replay calls emit for every event of f in (from, to], in sequence order,
 // reading the store in batches (batch Direct Get with next_by_subj, one
 // cursor per subject, merged by sequence). It reads at most one batch per
-// subject ahead, so memory is bounded by ReplayBatch whatever the range.
+// subject ahead (two batches per subject in memory at most: see
+// storeReader), so memory is bounded by ReplayBatch whatever the range.
 // limit > 0 stops after that many events. It returns errHistoryGone when
 // from+1 has been trimmed, before or during the read. The stats say how
 // many events came from the ring and how many from the store.
@@ -54,13 +55,14 @@ func (r *Relay) replay(ctx context.Context, f replayFilter, from, to uint64, lim
 func (r *Relay) replayStore(ctx context.Context, rd *storeReader, f replayFilter, first, from, to uint64, limit int, n *int, emit func(storedEvent) error) error {
 	cursors := make([]*subjectCursor, len(f.subjects))
 	for i, s := range f.subjects {
-		cursors[i] = &subjectCursor{subject: s, next: from + 1, to: to}
+		// A page (limit) would mostly waste a batch read ahead.
+		cursors[i] = rd.cursor(s, from, to, limit == 0)
 	}
 	var last uint64 // overlapping filters (topic a and a.b) read some events twice
 	for {
 		var best *subjectCursor
 		for _, c := range cursors {
-			if err := c.fill(ctx, rd); err != nil {
+			if err := c.fill(ctx); err != nil {
 				return err
 			}
 			if c.head() != nil && (best == nil || c.head().seq < best.head().seq) {
@@ -103,42 +105,6 @@ type readEvent struct {
 
 func (e *readEvent) excluded(conn, user string) bool {
 	return e.bad || excludes(e.connID, e.connUser, conn, user)
-}
-
-// subjectCursor walks the events of one subject filter in (next-1, to].
-type subjectCursor struct {
-	subject string
-	next    uint64 // first sequence not read yet
-	to      uint64
-	buf     []readEvent
-	done    bool
-}
-
-func (c *subjectCursor) head() *readEvent {
-	if len(c.buf) == 0 {
-		return nil
-	}
-	return &c.buf[0]
-}
-
-func (c *subjectCursor) pop() readEvent {
-	ev := c.buf[0]
-	c.buf[0] = readEvent{}
-	c.buf = c.buf[1:]
-	return ev
-}
-
-func (c *subjectCursor) fill(ctx context.Context, rd *storeReader) error {
-	if len(c.buf) > 0 || c.done {
-		return nil
-	}
-	evs, next, more, err := rd.batch(ctx, c.subject, c.next, c.to, c.buf[:0])
-	if err != nil {
-		return err
-	}
-	c.buf, c.next = evs, next
-	c.done = !more || c.next > c.to
-	return nil
 }
 
 // maxScan bounds the entries one lock hold of the chunked scan visits, so

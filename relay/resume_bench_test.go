@@ -6,6 +6,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -21,7 +22,8 @@ import (
 //     fails over to another instance): every resume reads the store.
 //   - ring: the relay dispatched the events and holds them in memory.
 //
-// events/s counts the user's events; allocs/event counts every allocation
+// events/s counts the user's events; cpu-ns/event the CPU time of the
+// whole process (less sensitive than events/s to other load on the machine); allocs/event counts every allocation
 // of the process during the loop (relay, embedded NATS server and the test
 // client, whose reader allocates nothing per event) per event delivered.
 func BenchmarkResume1k(b *testing.B)   { benchResume(b, 1_000) }
@@ -83,11 +85,13 @@ func benchResumeFrom(b *testing.B, n int, ring bool) {
 	runtime.ReadMemStats(&before)
 	b.ReportAllocs()
 	events := 0
+	cpu0 := processCPU(b)
 	start := time.Now()
 	for b.Loop() {
 		events += resume()
 	}
 	elapsed := time.Since(start)
+	b.ReportMetric(float64(processCPU(b)-cpu0)/float64(events), "cpu-ns/event")
 	runtime.ReadMemStats(&after)
 	b.ReportMetric(float64(events)/elapsed.Seconds(), "events/s")
 	b.ReportMetric(float64(after.Mallocs-before.Mallocs)/float64(events), "allocs/event")
@@ -135,4 +139,13 @@ func scanEvents(br *bufio.Reader, f func(id uint64, event, data []byte) bool) er
 			hasData = true
 		}
 	}
+}
+
+// processCPU returns the CPU time (user and system) the process has used.
+func processCPU(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
