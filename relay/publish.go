@@ -13,6 +13,7 @@ import (
 	"unicode"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sserelay/sserelay/relay/auth"
 	"github.com/sserelay/sserelay/relay/sse"
@@ -152,8 +153,22 @@ func (r *Relay) parsePublish(w http.ResponseWriter, req *http.Request) (*nats.Ms
 	return msg, 0, ""
 }
 
+// publishWindow bounds the publishes awaiting JetStream's acknowledgement.
+// A request beyond it waits up to 200 ms for room (nats.go's stall wait),
+// then gets a 503.
+const publishWindow = 4096
+
 // servePublish answers POST /v1/publish: it stores one event and returns
-// its stream sequence.
+// its stream sequence. The publish is asynchronous: the acknowledgements of
+// all requests come back on one subscription, in a window of publishWindow,
+// instead of a request and a reply inbox per event.
+//
+// A 503 after the acknowledgement timed out (PublishTimeout) does not say
+// the event was not stored: the store may have taken it and its
+// acknowledgement come late (or been lost). Hence "retry with the same
+// id": the de-duplication window turns the retry into the original seq.
+// A 503 because NATS was disconnected is final: the relay's connection
+// buffers nothing while disconnected, so that event never appears later.
 func (r *Relay) servePublish(w http.ResponseWriter, req *http.Request) {
 	msg, status, errMsg := r.parsePublish(w, req)
 	if msg == nil {
@@ -165,9 +180,7 @@ func (r *Relay) servePublish(w http.ResponseWriter, req *http.Request) {
 		writeError(w, http.StatusServiceUnavailable, "event store unavailable, retry with the same id")
 		return
 	}
-	ctx, cancel := context.WithTimeout(req.Context(), r.cfg.PublishTimeout)
-	defer cancel()
-	ack, err := r.js.PublishMsg(ctx, msg)
+	ack, err := r.publish(req.Context(), msg)
 	if err != nil {
 		r.metrics.pubErrors.Add(1)
 		r.log.Warn("publish failed", "subject", msg.Subject, "err", err)
@@ -175,5 +188,30 @@ func (r *Relay) servePublish(w http.ResponseWriter, req *http.Request) {
 		return
 	}
 	r.metrics.published.Add(1)
-	writeJSON(w, http.StatusOK, map[string]uint64{"seq": ack.Sequence})
+	h := w.Header()
+	h["Content-Type"] = jsonContentType
+	w.WriteHeader(http.StatusOK)
+	b := make([]byte, 0, 32)
+	b = append(b, `{"seq":`...)
+	b = strconv.AppendUint(b, ack.Sequence, 10)
+	_, _ = w.Write(append(b, "}\n"...))
+}
+
+var jsonContentType = []string{"application/json"}
+
+// publish stores msg and waits for its acknowledgement, at most
+// PublishTimeout (the window's timeout) or until ctx ends.
+func (r *Relay) publish(ctx context.Context, msg *nats.Msg) (*jetstream.PubAck, error) {
+	paf, err := r.pub.PublishMsgAsync(msg)
+	if err != nil {
+		return nil, err
+	}
+	select {
+	case ack := <-paf.Ok():
+		return ack, nil
+	case err := <-paf.Err():
+		return nil, err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 }

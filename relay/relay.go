@@ -34,7 +34,8 @@ type Relay struct {
 	cfg     Config
 	log     *slog.Logger
 	js      jetstream.JetStream
-	apiPfx  string // "$JS.API." or "$JS.<domain>.API."
+	pub     jetstream.JetStream // POST /v1/publish's: asynchronous, bounded window
+	apiPfx  string              // "$JS.API." or "$JS.<domain>.API."
 	metrics *metrics
 	// metricsHandler serves cfg.Registry.
 	metricsHandler http.Handler
@@ -78,10 +79,18 @@ func New(cfg Config) (*Relay, error) {
 		cfg.Registry = prometheus.NewRegistry()
 	}
 	m := newMetrics()
+	// Its own context, so that the window and the acknowledgement timeout
+	// are the relay's whatever options cfg.JetStream was made with.
+	pub, err := jetstream.New(cfg.Conn, jetstream.WithPublishAsyncMaxPending(publishWindow),
+		jetstream.WithPublishAsyncTimeout(cfg.PublishTimeout))
+	if err != nil {
+		return nil, fmt.Errorf("relay: jetstream: %w", err)
+	}
 	r := &Relay{
 		cfg:            cfg,
 		log:            cfg.Logger,
 		js:             cfg.JetStream,
+		pub:            pub,
 		apiPfx:         apiPrefix(cfg.JetStream),
 		metrics:        m,
 		metricsHandler: newMetricsHandler(cfg.Registry, cfg.Logger),
