@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -407,4 +408,31 @@ func TestPublishErrorMayBeStored(t *testing.T) {
 	}
 	after := e.publish("sse.demo.alice", "after")
 	s.ExpectIDs(t, after) // and not a second copy before it
+}
+
+// TestPublishShutdownEndsPublisher: the asynchronous publisher's goroutine
+// (nats.go's, watching the connection) ends with the relay, though the
+// connection stays open. Not parallel: other tests' publishers would show.
+func TestPublishShutdownEndsPublisher(t *testing.T) {
+	e := newEnv(t)
+	tok := token(t, "backend", claimPublish("demo:*"))
+	wantSeq(t, e.post(t, tok, `{"app_id":"demo","feed":"alice","data":"x"}`))
+	const fn = "jetstream.(*jetStream).resetPendingAcksOnReconnect"
+	if !strings.Contains(allStacks(), fn) {
+		t.Fatalf("no %s goroutine after a publish: the test cannot see the publisher", fn)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := e.relay.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if !e.nc.IsConnected() {
+		t.Fatal("the relay closed the connection it was given")
+	}
+	eventually(t, waitLong, "the publisher's goroutine to end", func() bool { return !strings.Contains(allStacks(), fn) })
+}
+
+func allStacks() string {
+	buf := make([]byte, 1<<22)
+	return string(buf[:runtime.Stack(buf, true)])
 }

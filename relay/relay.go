@@ -171,7 +171,7 @@ func (r *Relay) Drain() {
 // stops the consumer. When ctx ends first, the connections of the streams
 // still open (a client that stopped reading holds its writer until the write
 // deadline) are closed so that their goroutines end. It does not close the
-// NATS connection.
+// NATS connection; publishes still waiting for their acknowledgement fail.
 func (r *Relay) Shutdown(ctx context.Context) error {
 	r.Drain()
 	done := make(chan struct{})
@@ -189,6 +189,9 @@ func (r *Relay) Shutdown(ctx context.Context) error {
 		}
 	}
 	r.consumer.Load().close()
+	// The async publisher's reply subscription and its goroutine live as
+	// long as the connection otherwise, and the connection is not ours.
+	r.pub.CleanupPublisher()
 	return err
 }
 
