@@ -115,6 +115,8 @@ func Soak(ctx context.Context, cfg SoakConfig) (*SoakReport, error) {
 	for i := range streams {
 		s := &soakStream{user: fmt.Sprintf("soak-%s-%d", id, i)}
 		if s.token, err = r.token(s.user, nil, nil); err != nil {
+			stopStreams()
+			wg.Wait()
 			return nil, err
 		}
 		streams[i] = s
@@ -164,6 +166,8 @@ func Soak(ctx context.Context, cfg SoakConfig) (*SoakReport, error) {
 	abusers, err := soakAbusers(r, js, cfg, id, addr)
 	if err != nil {
 		stopAbuse()
+		stopStreams()
+		wg.Wait()
 		return nil, err
 	}
 	for name, f := range abusers {
@@ -174,8 +178,10 @@ func Soak(ctx context.Context, cfg SoakConfig) (*SoakReport, error) {
 		}()
 	}
 
-	// Random reconnects.
+	// Random reconnects, until the abuse stops.
+	abuseWG.Add(1)
 	go func() {
+		defer abuseWG.Done()
 		if cfg.Reconnects <= 0 {
 			return
 		}
