@@ -21,19 +21,29 @@ import (
 // never one to its left:
 //
 //	liveConsumer.mu -> session.wmu -> hub.mu -> session.mu
+//	session.wmu -> keepalives.mu, poller.mu
 //
 // Who takes which:
 //   - liveConsumer.mu is held while the consumer hands a message to the
 //     dispatcher (deliver), so that two generations never dispatch at once;
 //     nothing under the hub takes it.
-//   - session.wmu is held by the session's goroutine while it writes; it takes
-//     hub.mu in restart, which takes session.mu to empty the queue.
+//   - session.wmu is held by the session's goroutine while it writes (on
+//     Linux a parked session has none: the goroutine a kick borrows takes
+//     it); it takes hub.mu in restart, which takes session.mu to empty the
+//     queue. At the start and end of a stream it takes keepalives.mu and
+//     poller.mu (add, remove), which take no other lock.
 //   - hub.mu is held by deliver, register, unregister, restart, drain and
-//     abortAll; under it they take session.mu (enqueue, idle, restart,
-//     abortAll).
+//     abortAll; under it they take session.mu (enqueue, enqueueFanned,
+//     idle, restart, abortAll). Kicks under them take no lock: a parked
+//     session's goroutine is started, and takes wmu on its own.
 //   - The dispatcher, holding hub.mu, wants the wmu of an idle session to
 //     write to it directly: against the order, so only with TryLock, which
 //     never waits. It writes after releasing hub.mu, still holding wmu.
+//   - The fan-out goroutines and the keepalives' goroutine hold no lock when
+//     they take a session's wmu, with TryLock (a session someone else writes
+//     to is kicked instead); under it they take session.mu. The keepalives
+//     hold keepalives.mu only to list the silent streams, the poller
+//     poller.mu only to look sessions up: neither writes nor kicks under it.
 //
 // The ring and the cursor are guarded by hub.mu too.
 type hub struct {
@@ -233,6 +243,9 @@ func (h *hub) deliver(seq uint64, subj, event, connID, connUser string, data []b
 	direct := h.deliverLocked(seq, key, topic, event, connID, connUser, data, ok)
 	// Writes to idle connections happen outside the registry lock: they are
 	// quick (non-blocking) but many, and registrations must not wait on them.
+	if direct.fanned != nil {
+		spread(direct.fanned)
+	}
 	for _, s := range direct.sessions {
 		s.writeDirect(direct.f)
 		s.wmu.Unlock()
@@ -254,14 +267,16 @@ func (h *hub) dropUndecodable(seq uint64, subj string) {
 }
 
 // maxDirect bounds the direct writes per event: written by the dispatcher
-// alone, a large broadcast would wait for one goroutine instead of the
-// sessions' in parallel. `sserelay bench --mode broadcast` measures the
+// alone, a large broadcast would wait for one goroutine; the rest goes to
+// the fan-out goroutines (parked sessions) or the sessions' own goroutines,
+// which write in parallel. `sserelay bench --mode broadcast` measures the
 // latency it keeps, BenchmarkDispatchBroadcast the dispatcher's share.
 const maxDirect = 32
 
 type directWrites struct {
 	f        *frame
-	sessions []*session // each with wmu held
+	sessions []*session  // each with wmu held
+	fanned   *[]*session // parked sessions for the fan-out goroutines; nil: none
 }
 
 func (h *hub) deliverLocked(seq uint64, key, topic, event, connID, connUser string, data []byte, ok bool) directWrites {
@@ -287,7 +302,9 @@ func (h *hub) deliverLocked(seq uint64, key, topic, event, connID, connUser stri
 	if !ok {
 		return direct
 	}
-	for s := range h.feeds[key] {
+	set := h.feeds[key]
+	large := len(set) > maxDirect
+	for s := range set {
 		if !subject.TopicMatches(s.topics, topic) || excludes(connID, connUser, s.connID, s.user) {
 			continue
 		}
@@ -306,6 +323,15 @@ func (h *hub) deliverLocked(seq uint64, key, topic, event, connID, connUser stri
 				continue
 			}
 			s.wmu.Unlock()
+		}
+		if large && s.parks.Load() {
+			if s.enqueueFanned(direct.f, h.limits) {
+				if direct.fanned == nil {
+					direct.fanned = fanoutLists.Get().(*[]*session)
+				}
+				*direct.fanned = append(*direct.fanned, s)
+			}
+			continue
 		}
 		s.enqueue(direct.f, h.limits)
 	}

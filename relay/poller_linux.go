@@ -184,3 +184,13 @@ func bytesWaiting(s *session) bool {
 	})
 	return n > 0
 }
+
+// writev writes bufs to fd with one system call, without waiting: the
+// number of bytes written, or -1.
+func writev(fd int, bufs [][]byte) int {
+	n, err := unix.Writev(fd, bufs)
+	if err != nil {
+		return -1
+	}
+	return n
+}

@@ -37,6 +37,7 @@ type session struct {
 	queue      []*frame
 	queueBytes int
 	overflow   bool
+	fanned     bool          // handed to a fan-out goroutine, which will write the queue
 	conn       net.Conn      // the taken-over connection, for hub.abortAll
 	wake       chan struct{} // capacity 1: "the queue changed"
 	ctl        chan struct{} // capacity 1: "look at the flags and the context"
