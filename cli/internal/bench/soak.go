@@ -452,16 +452,24 @@ func soakAbusers(r *runner, js jetstream.JetStream, cfg SoakConfig, id, addr str
 	return map[string]func(context.Context, func(string)){
 		// A body announced and never sent.
 		"body-never-sent": func(ctx context.Context, count func(string)) {
+			var wg sync.WaitGroup // each ends within raw's deadline
+			defer wg.Wait()
 			for pause(ctx, 100*time.Millisecond) {
+				wg.Add(1)
 				go func() {
+					defer wg.Done()
 					count(raw("POST /v1/publish HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + bodyTok + "\r\nContent-Type: application/json\r\nContent-Length: 10\r\n\r\n"))
 				}()
 			}
 		},
 		// Connections that send nothing at all.
 		"silent-connections": func(ctx context.Context, count func(string)) {
+			var wg sync.WaitGroup // each ends within its deadline
+			defer wg.Wait()
 			for pause(ctx, 200*time.Millisecond) {
+				wg.Add(1)
 				go func() {
+					defer wg.Done()
 					c, err := net.DialTimeout("tcp", addr, 10*time.Second)
 					if err != nil {
 						count("dial-error")
