@@ -311,9 +311,6 @@ func (c *Config) setDefaults() error {
 // *ConfigError; it needs no connection or verifier (New checks those).
 // Zero fields are valid: they take the defaults.
 func (c Config) Validate() error {
-	if c.JetStreamDomain != "" && !subject.ValidToken(c.JetStreamDomain) {
-		return invalid("JetStreamDomain", c.JetStreamDomain, "want one NATS token")
-	}
 	c.setValueDefaults()
 	return c.check()
 }
