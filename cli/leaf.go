@@ -2,7 +2,6 @@ package cli
 
 import (
 	"errors"
-	"strings"
 
 	"github.com/urfave/cli/v2"
 
@@ -32,9 +31,11 @@ func leafFlags(l *leafConfig) []cli.Flag {
 func leafOptions(cfg *serveConfig) (*embedded.LeafOptions, error) {
 	lc := cfg.Leaf
 	if lc.Remote == "" {
-		for f, v := range map[string]string{"leaf-credentials": lc.Credentials, "leaf-tls-ca": lc.TLSCA, "leaf-tls-cert": lc.TLSCert, "leaf-tls-key": lc.TLSKey} {
-			if v != "" {
-				return nil, errors.New("--" + f + " needs --leaf-remote")
+		for _, f := range []struct{ name, value string }{
+			{"leaf-credentials", lc.Credentials}, {"leaf-tls-ca", lc.TLSCA}, {"leaf-tls-cert", lc.TLSCert}, {"leaf-tls-key", lc.TLSKey},
+		} {
+			if f.value != "" {
+				return nil, errors.New("--" + f.name + " needs --leaf-remote")
 			}
 		}
 		return nil, nil
@@ -42,11 +43,8 @@ func leafOptions(cfg *serveConfig) (*embedded.LeafOptions, error) {
 	if cfg.NATS.URL != "" {
 		return nil, errors.New("--leaf-remote makes the embedded server a leaf node: it cannot be used with --nats-url")
 	}
-	l := &embedded.LeafOptions{Credentials: lc.Credentials, TLSCA: lc.TLSCA, TLSCert: lc.TLSCert, TLSKey: lc.TLSKey}
-	for u := range strings.SplitSeq(lc.Remote, ",") {
-		if u = strings.TrimSpace(u); u != "" {
-			l.URLs = append(l.URLs, u)
-		}
-	}
-	return l, nil
+	return &embedded.LeafOptions{
+		URLs:        splitList(lc.Remote),
+		Credentials: lc.Credentials, TLSCA: lc.TLSCA, TLSCert: lc.TLSCert, TLSKey: lc.TLSKey,
+	}, nil
 }
