@@ -61,7 +61,10 @@ func newRegistry() *prometheus.Registry {
 }
 
 // metricsServer serves the metrics port; nil when there is none.
-type metricsServer struct{ srv *http.Server }
+type metricsServer struct {
+	srv  *http.Server
+	done chan struct{} // closed when Serve has returned
+}
 
 // startMetrics listens on --metrics-listen, if set, and serves reg there.
 // It runs before NATS starts: a busy port fails at once, and start-up can
@@ -91,14 +94,19 @@ func startMetrics(m metricsConfig, reg *prometheus.Registry, log *slog.Logger) (
 		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	}
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	go func() { _ = srv.Serve(ln) }() // ends when close closes the listener
+	ms := &metricsServer{srv: srv, done: make(chan struct{})}
+	go func() { // ends when close closes the listener
+		defer close(ms.done)
+		_ = srv.Serve(ln)
+	}()
 	log.Info("metrics listening", "addr", ln.Addr().String(), "pprof", m.PProf)
-	return &metricsServer{srv: srv}, nil
+	return ms, nil
 }
 
 // close stops the metrics port, last, so that the shutdown can be watched.
 func (s *metricsServer) close() {
 	if s.srv != nil {
 		_ = s.srv.Close()
+		<-s.done
 	}
 }
