@@ -219,3 +219,25 @@ func TestReplayReadsStoreOnce(t *testing.T) {
 			"Direct Get replies arrive twice (replay.go uses NewRespInbox, which the connection's request wildcard subscription also matches)", got, n, limit)
 	}
 }
+
+// TestReplayPastBatchOfUndecodable: a store batch in which every event is
+// dropped (undecodable header blocks) is not the end of the range: the
+// events after it are still replayed.
+func TestReplayPastBatchOfUndecodable(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, withConfig(func(c *Config) {
+		c.RingEvents = -1 // resumes read the store
+		c.ReplayBatch = 2
+	}))
+	tok := token(t, "alice")
+	first := e.publish("sse.demo.alice", "first")
+	for range 5 { // more than two batches of nothing
+		e.rawHPub("sse.demo.alice", "no colon here\r\n", "broken")
+	}
+	last := e.publish("sse.demo.alice", "last")
+	e.waitCursor(last)
+	r := e.open("app_id=demo&last_event_id=0", bearer(tok))
+	r.Connected(t)
+	r.ExpectNext(t, first, "", "first")
+	r.ExpectNext(t, last, "", "last")
+}
