@@ -18,6 +18,9 @@ import (
 // fanoutChunk is the smallest share of a fan-out worth a goroutine.
 const fanoutChunk = 64
 
+// maxIOV is the most buffers one writev takes (IOV_MAX on Linux).
+const maxIOV = 1024
+
 var fanoutLists = sync.Pool{New: func() any { return new([]*session) }}
 
 // spread writes the queues of the sessions in *list, marked fanned, from
@@ -149,7 +152,9 @@ func (s *session) writeFramesRaw(frames []*frame) {
 		return
 	}
 	n := 0
-	err := s.raw.Control(func(fd uintptr) { n = writev(int(fd), bufs) })
+	// writev takes at most IOV_MAX (1024 on Linux) buffers; a longer queue
+	// (QueueEvents is 4,096 by default) leaves the rest as a partial write.
+	err := s.raw.Control(func(fd uintptr) { n = writev(int(fd), bufs[:min(len(bufs), maxIOV)]) })
 	if err != nil || n < 0 {
 		n = 0
 	}

@@ -1,7 +1,12 @@
 package relay
 
 import (
+	"bytes"
+	"fmt"
+	"io"
+	"net"
 	"net/http"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -61,5 +66,59 @@ func TestFanOutExactlyOnce(t *testing.T) {
 		if ev.ID != strconv.FormatUint(want, 10) {
 			t.Fatalf("stalled reader, event %d: %+v, want id %d", i, ev, want)
 		}
+	}
+}
+
+// TestWriteFramesRawManyFrames: a queue longer than writev takes (IOV_MAX,
+// 1024 buffers) is written up to that many frames at once, the rest left
+// as the partial write for the session's goroutine; every byte once, in
+// order. Before, the call failed (EINVAL) and left the whole queue.
+func TestWriteFramesRawManyFrames(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("writev with IOV_MAX: Linux")
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	client, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	server, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer server.Close()
+
+	r := &Relay{metrics: newMetrics(), keepalives: newKeepalives(time.Minute)}
+	s := &session{r: r, wake: make(chan struct{}, 1), ctl: make(chan struct{}, 1)}
+	s.raw, _ = server.(*net.TCPConn).SyscallConn()
+	var frames []*frame
+	var want bytes.Buffer
+	for i := range maxIOV + 476 {
+		f := &frame{seq: uint64(i + 1), buf: fmt.Appendf(nil, "%09d\n", i)} // 10 bytes: all fit in the socket
+		frames = append(frames, f)
+		want.Write(f.buf)
+	}
+	s.writeFramesRaw(frames)
+	if got, rest := len(s.partial), 476*10; got != rest {
+		t.Fatalf("partial write of %d bytes, want %d (the frames after the first %d)", got, rest, maxIOV)
+	}
+	if s.lastSent != uint64(len(frames)) {
+		t.Fatalf("lastSent %d, want %d", s.lastSent, len(frames))
+	}
+	if _, err := server.Write(s.partial); err != nil { // what the session's goroutine does
+		t.Fatal(err)
+	}
+	got := make([]byte, want.Len())
+	_ = client.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.ReadFull(client, got); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want.Bytes()) {
+		t.Fatal("the bytes arrived out of order or changed")
 	}
 }
