@@ -63,6 +63,7 @@ func serveFlags(cfg *serveConfig) []cli.Flag {
 		intVar(&r.LimiterKeys, catLimits, "limiter-keys", "users and addresses each rate limit remembers (idle ones are forgotten first)"),
 		int64Var(&r.MaxPublishBytes, catLimits, "max-publish-bytes", "POST /v1/publish body limit"),
 		durationVar(&r.PublishTimeout, catLimits, "publish-timeout", "wait for JetStream's acknowledgement of a publish"),
+		intVar(&r.PublishWindow, catLimits, "publish-window", "POST /v1/publish events awaiting JetStream's acknowledgement at once"),
 
 		intVar(&r.ReplayBatch, catResume, "replay-batch", "events read from the store per request during a resume"),
 		intVar(&r.ReplayBytes, catResume, "replay-bytes", "bytes read from the store per request during a resume"),

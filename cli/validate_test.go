@@ -42,6 +42,7 @@ var badServeFlags = []struct {
 	{[]string{"--max-topics", "0"}, "--max-topics must not be 0"},
 	{[]string{"--poll-page", "-1"}, "--poll-page -1"},
 	{[]string{"--max-publish-bytes", "-1"}, "--max-publish-bytes -1"},
+	{[]string{"--publish-window", "-1"}, "--publish-window -1"},
 	{[]string{"--token-cache", "-5"}, "--token-cache -5"},
 	{[]string{"--stream", "a.b"}, `--stream "a.b"`},
 	{[]string{"--stream", ""}, "--stream must not be empty"},

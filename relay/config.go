@@ -87,6 +87,10 @@ type Config struct {
 	MaxPublishBytes int64
 	// PublishTimeout bounds the wait for JetStream's acknowledgement (default 5 s).
 	PublishTimeout time.Duration
+	// PublishWindow bounds the POST /v1/publish events awaiting JetStream's
+	// acknowledgement at once (default 4096); a publish beyond it waits up
+	// to 200 ms for room, then gets a 503.
+	PublishWindow int
 	// RequestTimeout bounds each store read during a resume (default 5 s).
 	RequestTimeout time.Duration
 	// AllowedOrigins lists the origins allowed by CORS; "*" allows any.
@@ -195,6 +199,7 @@ func DefaultConfig() Config {
 		PollPage:        500,
 		MaxPublishBytes: 64 << 10,
 		PublishTimeout:  5 * time.Second,
+		PublishWindow:   4096,
 		RequestTimeout:  5 * time.Second,
 		TokenCache:      10000,
 		BodyTimeout:     10 * time.Second,
@@ -335,6 +340,7 @@ func (c *Config) setValueDefaults() {
 	setDefault(&c.PollPage, d.PollPage)
 	setDefault(&c.MaxPublishBytes, d.MaxPublishBytes)
 	setDefault(&c.PublishTimeout, d.PublishTimeout)
+	setDefault(&c.PublishWindow, d.PublishWindow)
 	setDefault(&c.RequestTimeout, d.RequestTimeout)
 	c.setLimitDefaults(d)
 }
@@ -383,6 +389,8 @@ func (c *Config) check() error {
 		return invalid("MaxPublishBytes", c.MaxPublishBytes, positive)
 	case c.PublishTimeout < MinTimeout:
 		return invalid("PublishTimeout", c.PublishTimeout, timeout)
+	case c.PublishWindow < 1:
+		return invalid("PublishWindow", c.PublishWindow, positive)
 	case c.RequestTimeout < MinTimeout:
 		return invalid("RequestTimeout", c.RequestTimeout, timeout)
 	case c.TokenCache < -1:

@@ -231,6 +231,7 @@ func TestConfigInvalid(t *testing.T) {
 		{"MaxPublishBytes", func(c *Config) { c.MaxPublishBytes = -1 }},
 		{"PublishTimeout", func(c *Config) { c.PublishTimeout = -time.Second }},
 		{"PublishTimeout", func(c *Config) { c.PublishTimeout = time.Microsecond }},
+		{"PublishWindow", func(c *Config) { c.PublishWindow = -1 }},
 		{"RequestTimeout", func(c *Config) { c.RequestTimeout = -time.Second }},
 		{"RequestTimeout", func(c *Config) { c.RequestTimeout = time.Microsecond }},
 		{"AllowedOrigins", func(c *Config) { c.AllowedOrigins = []string{"example.com"} }},

@@ -153,14 +153,9 @@ func (r *Relay) parsePublish(w http.ResponseWriter, req *http.Request) (*nats.Ms
 	return msg, 0, ""
 }
 
-// publishWindow bounds the publishes awaiting JetStream's acknowledgement.
-// A request beyond it waits up to 200 ms for room (nats.go's stall wait),
-// then gets a 503.
-const publishWindow = 4096
-
 // servePublish answers POST /v1/publish: it stores one event and returns
 // its stream sequence. The publish is asynchronous: the acknowledgements of
-// all requests come back on one subscription, in a window of publishWindow,
+// all requests come back on one subscription, in a window of PublishWindow,
 // instead of a request and a reply inbox per event.
 //
 // A 503 after the acknowledgement timed out (PublishTimeout) does not say

@@ -81,7 +81,7 @@ func New(cfg Config) (*Relay, error) {
 	m := newMetrics()
 	// Its own context, so that the window and the acknowledgement timeout
 	// are the relay's whatever options cfg.JetStream was made with.
-	pub, err := jetstream.New(cfg.Conn, jetstream.WithPublishAsyncMaxPending(publishWindow),
+	pub, err := jetstream.New(cfg.Conn, jetstream.WithPublishAsyncMaxPending(cfg.PublishWindow),
 		jetstream.WithPublishAsyncTimeout(cfg.PublishTimeout))
 	if err != nil {
 		return nil, fmt.Errorf("relay: jetstream: %w", err)
