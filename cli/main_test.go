@@ -3,28 +3,23 @@ package cli
 import (
 	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
-	"sync"
 	"testing"
+
+	"github.com/sserelay/sserelay/test/testkit"
 )
 
-var (
-	binDir   string
-	binOnce  sync.Once
-	binPath  string
-	binError error
-)
+// bins holds the binaries built for this run.
+var bins *testkit.Binaries
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "sserelay-cli-test-")
+	b, err := testkit.NewBinaries()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	binDir = dir
+	bins = b
 	code := m.Run()
-	os.RemoveAll(dir)
+	_ = bins.Remove()
 	os.Exit(code)
 }
 
@@ -32,17 +27,5 @@ func TestMain(m *testing.M) {
 // must see what a user sees: the exit status and the output of a process.
 func sserelayBin(t *testing.T) string {
 	t.Helper()
-	binOnce.Do(func() {
-		p := filepath.Join(binDir, "sserelay")
-		out, err := exec.Command("go", "build", "-o", p, "github.com/sserelay/sserelay/cli/sserelay").CombinedOutput()
-		if err != nil {
-			binError = fmt.Errorf("go build: %v\n%s", err, out)
-			return
-		}
-		binPath = p
-	})
-	if binError != nil {
-		t.Fatal(binError)
-	}
-	return binPath
+	return bins.Build(t, "sserelay", "github.com/sserelay/sserelay/cli/sserelay")
 }

@@ -3,14 +3,7 @@ package cli
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
-	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -23,6 +16,7 @@ import (
 	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nkeys"
+	"github.com/sserelay/sserelay/test/testkit"
 )
 
 // natsTestServer runs a real JetStream server on a loopback port with
@@ -46,16 +40,6 @@ func natsTestServer(t *testing.T, opts server.Options) *server.Server {
 	}
 	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
 	return ns
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }
 
 // relayProc is `sserelay serve` run in-process through Main.
@@ -83,7 +67,7 @@ func (p *relayProc) logs() string {
 // startRelay runs serve with args against external NATS.
 func startRelay(t *testing.T, args ...string) *relayProc {
 	t.Helper()
-	p := &relayProc{addr: freeAddr(t), done: make(chan struct{})}
+	p := &relayProc{addr: testkit.FreeAddr(t), done: make(chan struct{})}
 	ctx, cancel := context.WithCancel(context.Background())
 	p.cancel = cancel
 	all := append([]string{"sserelay", "serve", "--jwt-secret", "s", "--listen", p.addr, "--nats-listen", "off", "--log-level", "debug"}, args...)
@@ -201,29 +185,29 @@ func TestExternalNATSAuth(t *testing.T) {
 // (certificates made here), with several URLs of which the first is dead.
 func TestExternalNATSTLS(t *testing.T) {
 	dir := t.TempDir()
-	pki := newTestPKI(t, dir)
+	pki := testkit.NewPKI(t, dir)
 	serverTLS, err := server.GenTLSConfig(&server.TLSConfigOpts{
-		CertFile: pki.serverCert, KeyFile: pki.serverKey, CaFile: pki.caFile, Verify: true,
+		CertFile: pki.ServerCert, KeyFile: pki.ServerKey, CaFile: pki.CA, Verify: true,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ns := natsTestServer(t, server.Options{TLSConfig: serverTLS, TLS: true, TLSVerify: true})
 	live := fmt.Sprintf("tls://127.0.0.1:%d", ns.Addr().(*net.TCPAddr).Port)
-	dead := "tls://" + freeAddr(t)
+	dead := "tls://" + testkit.FreeAddr(t)
 	urls := dead + "," + live
 
-	p := startRelay(t, "--nats-url", urls, "--nats-tls-ca", pki.caFile, "--nats-tls-cert", pki.clientCert, "--nats-tls-key", pki.clientKey)
+	p := startRelay(t, "--nats-url", urls, "--nats-tls-ca", pki.CA, "--nats-tls-cert", pki.ClientCert, "--nats-tls-key", pki.ClientKey)
 	p.waitReadyz(t, 200)
 	p.stop(t)
 
 	// Without a client certificate the server refuses the handshake.
-	bad := startRelay(t, "--nats-url", live, "--nats-tls-ca", pki.caFile)
+	bad := startRelay(t, "--nats-url", live, "--nats-tls-ca", pki.CA)
 	if code := bad.exit(t); code != 1 || !strings.Contains(bad.logs(), live) {
 		t.Errorf("no client certificate: exit %d:\n%s", code, bad.logs())
 	}
 	// Without the CA the client refuses the server's certificate.
-	bad = startRelay(t, "--nats-url", live, "--nats-tls-cert", pki.clientCert, "--nats-tls-key", pki.clientKey)
+	bad = startRelay(t, "--nats-url", live, "--nats-tls-cert", pki.ClientCert, "--nats-tls-key", pki.ClientKey)
 	if code := bad.exit(t); code != 1 || !strings.Contains(bad.logs(), "certificate") {
 		t.Errorf("unknown CA: exit %d:\n%s", code, bad.logs())
 	}
@@ -322,61 +306,4 @@ func operatorSetup(t *testing.T) (creds, wrongCreds []byte, opts server.Options)
 	must(resolver.Store(sysPub, sysJWT))
 	opts = server.Options{TrustedOperators: []*jwt.OperatorClaims{opClaims}, AccountResolver: resolver, SystemAccount: sysPub}
 	return userCreds(acc), userCreds(stranger), opts
-}
-
-// testPKI is a CA and server and client certificates signed by it, in files.
-type testPKI struct {
-	caFile, serverCert, serverKey, clientCert, clientKey string
-}
-
-func newTestPKI(t *testing.T, dir string) testPKI {
-	t.Helper()
-	write := func(name, kind string, der []byte) string {
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, pem.EncodeToMemory(&pem.Block{Type: kind, Bytes: der}), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
-	key := func() *ecdsa.PrivateKey {
-		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return k
-	}
-	now := time.Now()
-	caKey := key()
-	caTmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "sserelay test CA"},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca, _ := x509.ParseCertificate(caDER)
-	leaf := func(serial int64, name string, usage x509.ExtKeyUsage) (string, string) {
-		k := key()
-		tmpl := &x509.Certificate{
-			SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: name},
-			NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour),
-			KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{usage},
-			IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, DNSNames: []string{"localhost"},
-		}
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &k.PublicKey, caKey)
-		if err != nil {
-			t.Fatal(err)
-		}
-		kder, err := x509.MarshalECPrivateKey(k)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return write(name+".pem", "CERTIFICATE", der), write(name+".key", "EC PRIVATE KEY", kder)
-	}
-	p := testPKI{caFile: write("ca.pem", "CERTIFICATE", caDER)}
-	p.serverCert, p.serverKey = leaf(2, "server", x509.ExtKeyUsageServerAuth)
-	p.clientCert, p.clientKey = leaf(3, "client", x509.ExtKeyUsageClientAuth)
-	return p
 }

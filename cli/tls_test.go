@@ -1,12 +1,7 @@
 package cli
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"io"
 	"log/slog"
 	"math/big"
@@ -14,32 +9,9 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
-)
 
-// writePair writes a new self-signed certificate and key and returns the
-// certificate's serial number.
-func writePair(t *testing.T, certFile, keyFile string) *big.Int {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
-	tmpl := &x509.Certificate{SerialNumber: serial, Subject: pkix.Name{CommonName: "test"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kb, _ := x509.MarshalECPrivateKey(key)
-	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return serial
-}
+	"github.com/sserelay/sserelay/test/testkit"
+)
 
 func servedSerial(t *testing.T, r *certReloader) *big.Int {
 	t.Helper()
@@ -69,7 +41,7 @@ func touch(t *testing.T, path string, d time.Duration) {
 func TestCertReloader(t *testing.T) {
 	dir := t.TempDir()
 	certFile, keyFile := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
-	first := writePair(t, certFile, keyFile)
+	first := testkit.WriteSelfSigned(t, certFile, keyFile, "test").SerialNumber
 	r, err := newCertReloader(certFile, keyFile, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
@@ -87,7 +59,7 @@ func TestCertReloader(t *testing.T) {
 		t.Fatalf("after a broken write: serial %v, want the previous %v", got, first)
 	}
 
-	second := writePair(t, certFile, keyFile)
+	second := testkit.WriteSelfSigned(t, certFile, keyFile, "test").SerialNumber
 	touch(t, certFile, 2*time.Second)
 	touch(t, keyFile, 2*time.Second)
 	if got := servedSerial(t, r); got.Cmp(second) != 0 {

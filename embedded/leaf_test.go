@@ -2,15 +2,8 @@ package embedded
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
-	"math/big"
 	"net"
 	"os"
 	"path/filepath"
@@ -23,74 +16,14 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nkeys"
+	"github.com/sserelay/sserelay/test/testkit"
 )
-
-// testPKI writes a CA and, signed by it, a server certificate for
-// 127.0.0.1 and a client certificate, as PEM files in dir.
-type testPKI struct {
-	ca, serverCert, serverKey, clientCert, clientKey string
-	pool                                             *x509.CertPool
-}
-
-func newTestPKI(t *testing.T, dir string) testPKI {
-	t.Helper()
-	write := func(name, typ string, der []byte) string {
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
-	key := func() *ecdsa.PrivateKey {
-		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return k
-	}
-	caKey := key()
-	caTmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	caCert, _ := x509.ParseCertificate(caDER)
-	var p testPKI
-	p.ca = write("ca.pem", "CERTIFICATE", caDER)
-	p.pool = x509.NewCertPool()
-	p.pool.AddCert(caCert)
-	leafCert := func(n int64, usage x509.ExtKeyUsage) (string, string) {
-		k := key()
-		tmpl := &x509.Certificate{
-			SerialNumber: big.NewInt(n), Subject: pkix.Name{CommonName: fmt.Sprintf("cert %d", n)},
-			NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-			KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{usage},
-			IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
-		}
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &k.PublicKey, caKey)
-		if err != nil {
-			t.Fatal(err)
-		}
-		kder, err := x509.MarshalECPrivateKey(k)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return write(fmt.Sprintf("cert%d.pem", n), "CERTIFICATE", der), write(fmt.Sprintf("key%d.pem", n), "EC PRIVATE KEY", kder)
-	}
-	p.serverCert, p.serverKey = leafCert(2, x509.ExtKeyUsageServerAuth)
-	p.clientCert, p.clientKey = leafCert(3, x509.ExtKeyUsageClientAuth)
-	return p
-}
 
 // startHub runs an in-process JetStream server in domain "hub" whose leaf
 // node port wants TLS with a client certificate and a user and password.
-func startHub(t *testing.T, p testPKI) (*server.Server, int) {
+func startHub(t *testing.T, p testkit.PKI) (*server.Server, int) {
 	t.Helper()
-	cert, err := tls.LoadX509KeyPair(p.serverCert, p.serverKey)
+	cert, err := tls.LoadX509KeyPair(p.ServerCert, p.ServerKey)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -98,7 +31,7 @@ func startHub(t *testing.T, p testPKI) (*server.Server, int) {
 		opts.LeafNode.Username, opts.LeafNode.Password = "leaf", "s3cret"
 		opts.LeafNode.TLSConfig = &tls.Config{
 			MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert},
-			ClientCAs: p.pool, ClientAuth: tls.RequireAndVerifyClientCert,
+			ClientCAs: p.Pool, ClientAuth: tls.RequireAndVerifyClientCert,
 		}
 	})
 }
@@ -137,13 +70,13 @@ func runHub(t *testing.T, configure func(*server.Options)) (*server.Server, int)
 // stream created through the hub's domain lives in the hub, and a
 // publisher on the leaf's own port gets the hub's acknowledgement.
 func TestLeaf(t *testing.T) {
-	pki := newTestPKI(t, t.TempDir())
+	pki := testkit.NewPKI(t, t.TempDir())
 	hub, port := startHub(t, pki)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	leaf, err := Start(ctx, Options{Name: "pod-a", Listen: "127.0.0.1:0", Leaf: &LeafOptions{
 		URLs:  []string{fmt.Sprintf("nats-leaf://leaf:s3cret@127.0.0.1:%d", port)},
-		TLSCA: pki.ca, TLSCert: pki.clientCert, TLSKey: pki.clientKey,
+		TLSCA: pki.CA, TLSCert: pki.ClientCert, TLSKey: pki.ClientKey,
 	}})
 	if err != nil {
 		t.Fatal(err)
@@ -204,8 +137,8 @@ func TestLeaf(t *testing.T) {
 // file or a bad URL fail the start with a message that says which.
 func TestLeafRefusesBadSettings(t *testing.T) {
 	dir := t.TempDir()
-	pki := newTestPKI(t, dir)
-	other := newTestPKI(t, t.TempDir())
+	pki := testkit.NewPKI(t, dir)
+	other := testkit.NewPKI(t, t.TempDir())
 	_, port := startHub(t, pki)
 	good := fmt.Sprintf("nats-leaf://leaf:s3cret@127.0.0.1:%d", port)
 	for _, c := range []struct {
@@ -213,13 +146,13 @@ func TestLeafRefusesBadSettings(t *testing.T) {
 		leaf LeafOptions
 		want string
 	}{
-		{"wrong CA", LeafOptions{URLs: []string{good}, TLSCA: other.ca, TLSCert: pki.clientCert, TLSKey: pki.clientKey}, "no connection to the hub"},
-		{"no client certificate", LeafOptions{URLs: []string{good}, TLSCA: pki.ca}, "no connection to the hub"},
-		{"wrong password", LeafOptions{URLs: []string{fmt.Sprintf("nats-leaf://leaf:nope@127.0.0.1:%d", port)}, TLSCA: pki.ca, TLSCert: pki.clientCert, TLSKey: pki.clientKey}, "no connection to the hub"},
+		{"wrong CA", LeafOptions{URLs: []string{good}, TLSCA: other.CA, TLSCert: pki.ClientCert, TLSKey: pki.ClientKey}, "no connection to the hub"},
+		{"no client certificate", LeafOptions{URLs: []string{good}, TLSCA: pki.CA}, "no connection to the hub"},
+		{"wrong password", LeafOptions{URLs: []string{fmt.Sprintf("nats-leaf://leaf:nope@127.0.0.1:%d", port)}, TLSCA: pki.CA, TLSCert: pki.ClientCert, TLSKey: pki.ClientKey}, "no connection to the hub"},
 		{"no URL", LeafOptions{}, "no hub URL"},
 		{"bad scheme", LeafOptions{URLs: []string{"http://127.0.0.1:1"}}, "scheme"},
 		{"missing CA file", LeafOptions{URLs: []string{good}, TLSCA: filepath.Join(dir, "nope.pem")}, "TLS CA"},
-		{"key without cert", LeafOptions{URLs: []string{good}, TLSKey: pki.clientKey}, "both the certificate and the key"},
+		{"key without cert", LeafOptions{URLs: []string{good}, TLSKey: pki.ClientKey}, "both the certificate and the key"},
 		{"missing credentials", LeafOptions{URLs: []string{good}, Credentials: filepath.Join(dir, "nope.creds")}, "credentials"},
 	} {
 		t.Run(c.name, func(t *testing.T) {

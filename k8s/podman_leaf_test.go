@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/sserelay/sserelay/test/testkit"
 )
 
 // TestKubePlayLeafSidecars runs two pods of k8s/leaf-sidecar's Deployment under `podman kube play`, each the
@@ -84,14 +86,11 @@ func podmanGateway(t *testing.T) string {
 func startHub(t *testing.T, leafHost, domain string) string {
 	t.Helper()
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "nats-server")
-	if out, err := exec.Command("go", "build", "-o", bin, "github.com/nats-io/nats-server/v2").CombinedOutput(); err != nil {
-		t.Fatalf("go build nats-server: %v\n%s", err, out)
-	}
+	bin := bins.Build(t, "nats-server", "github.com/nats-io/nats-server/v2")
 	type node struct{ client, route, leaf, mon int }
 	var nodes []node
 	for range 3 {
-		nodes = append(nodes, node{freeLoopbackPort(t), freeLoopbackPort(t), freeLoopbackPort(t), freeLoopbackPort(t)})
+		nodes = append(nodes, node{testkit.FreePort(t), testkit.FreePort(t), testkit.FreePort(t), testkit.FreePort(t)})
 	}
 	var leafURLs []string
 	for i, n := range nodes {

@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -18,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sserelay/sserelay/test/testkit"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/yaml"
@@ -42,8 +42,18 @@ var (
 	imagesBuilt []string
 )
 
+// bins holds the programs built for this run.
+var bins *testkit.Binaries
+
 func TestMain(m *testing.M) {
+	b, err := testkit.NewBinaries()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	bins = b
 	code := m.Run()
+	_ = bins.Remove()
 	for _, img := range imagesBuilt {
 		_ = exec.Command("podman", "--runtime", "runc", "rmi", "-f", img).Run()
 	}
@@ -149,17 +159,6 @@ func podmanLogs(t *testing.T, name string) string {
 	return string(out)
 }
 
-// freeLoopbackPort returns a TCP port on 127.0.0.1 that was free a moment ago.
-func freeLoopbackPort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
 // waitHTTP polls url until it answers status or the deadline passes; logs says what to show on failure.
 func waitHTTP(t *testing.T, url string, status int, timeout time.Duration, logs func() string) {
 	t.Helper()
@@ -214,7 +213,7 @@ func TestImage(t *testing.T) {
 	}
 
 	name := "sserelay-image-" + suffix
-	port := freeLoopbackPort(t)
+	port := testkit.FreePort(t)
 	mustPodman(t, "", "run", "-d", "--name", name, "--read-only", "-p", fmt.Sprintf("127.0.0.1:%d:8080", port),
 		"-e", "SSERELAY_JWT_SECRET=image-test-secret", relayImage)
 	t.Cleanup(func() { _, _ = podman(t, "", "rm", "-f", "-v", "-t", "0", name) }) // -v: and its /data volume
@@ -363,7 +362,7 @@ const podSecret = "kube-play-secret-of-at-least-32-bytes"
 // and its app answers; kube down removes it at cleanup.
 func playPod(t *testing.T, file, name string, relayEnv map[string]string) *playedPod {
 	t.Helper()
-	relayPort, appPort, metricsPort := freeLoopbackPort(t), freeLoopbackPort(t), freeLoopbackPort(t)
+	relayPort, appPort, metricsPort := testkit.FreePort(t), testkit.FreePort(t), testkit.FreePort(t)
 	manifest := podmanDeployment(t, file, name, podSecret,
 		map[string]int32{"sserelay/http": int32(relayPort), "sserelay/metrics": int32(metricsPort), "app/3000": int32(appPort)}, relayEnv)
 	// kube play builds an image from a directory named like an image, if there is one: run it elsewhere.

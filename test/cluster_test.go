@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/sserelay/sserelay/test/testkit"
 )
 
 // natsCluster is a JetStream cluster of nats-server processes (built from
@@ -43,9 +45,9 @@ func startCluster(t *testing.T, n int, o clusterOpts) *natsCluster {
 	c := &natsCluster{t: t, bin: natsServer(t)}
 	dir := t.TempDir()
 	for i := range n {
-		nd := &natsNode{name: fmt.Sprintf("n%d", i+1), client: freePort(t), route: freePort(t), mon: freePort(t), leafHost: o.LeafHost}
+		nd := &natsNode{name: fmt.Sprintf("n%d", i+1), client: testkit.FreePort(t), route: testkit.FreePort(t), mon: testkit.FreePort(t), leafHost: o.LeafHost}
 		if o.LeafHost != "" {
-			nd.leaf = freePort(t)
+			nd.leaf = testkit.FreePort(t)
 		}
 		c.nodes = append(c.nodes, nd)
 	}

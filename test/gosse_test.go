@@ -12,6 +12,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/sserelay/sserelay/test/testkit"
 	gosse "github.com/tmaxmax/go-sse"
 )
 
@@ -25,7 +26,7 @@ import (
 func TestGoSSEKill9(t *testing.T) {
 	t.Parallel()
 	const secret = "gosse-secret"
-	listen := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	listen := fmt.Sprintf("127.0.0.1:%d", testkit.FreePort(t))
 	dataDir := t.TempDir()
 	opts := relayOpts{Secret: secret, Listen: listen, DataDir: dataDir, Args: []string{"--retry", "100ms"}}
 	r := startRelay(t, opts)

@@ -19,20 +19,17 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/sserelay/sserelay/test/testkit"
 )
 
 const module = "github.com/sserelay/sserelay"
 
 var (
-	binDir   string // temp dir with the binaries built for this run
-	relayBin string // the sserelay binary
-
-	natsServerOnce sync.Once
-	natsServerBin  string
-	natsServerErr  error
+	bins     *testkit.Binaries // what this run built
+	relayBin string            // the sserelay binary
 )
 
 // Generous deadlines: the relay runs with the race detector on 2 cores.
@@ -58,24 +55,22 @@ func TestMain(m *testing.M) {
 }
 
 func run(m *testing.M) int {
-	dir, err := os.MkdirTemp("", "sserelay-e2e-bin-")
+	b, err := testkit.NewBinaries()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "e2e:", err)
 		return 1
 	}
-	defer os.RemoveAll(dir)
-	binDir = dir
-	relayBin = filepath.Join(dir, "sserelay")
+	bins = b
+	defer bins.Remove()
 	// The relay is built with the race detector when the tests are: a data
 	// race in the relay process then shows up on its stderr, which every
 	// test checks.
-	args := []string{"build", "-o", relayBin}
+	var flags []string
 	if raceEnabled {
-		args = append(args, "-race")
+		flags = append(flags, "-race")
 	}
-	args = append(args, module+"/cli/sserelay")
-	if out, err := exec.Command("go", args...).CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "e2e: go %v: %v\n%s", args, err, out)
+	if relayBin, err = bins.Make("sserelay", module+"/cli/sserelay", flags...); err != nil {
+		fmt.Fprintln(os.Stderr, "e2e:", err)
 		return 1
 	}
 	return m.Run()
@@ -85,19 +80,7 @@ func run(m *testing.M) int {
 // version as the embedded one) once per run and returns its path.
 func natsServer(t *testing.T) string {
 	t.Helper()
-	natsServerOnce.Do(func() {
-		bin := filepath.Join(binDir, "nats-server")
-		out, err := exec.Command("go", "build", "-o", bin, "github.com/nats-io/nats-server/v2").CombinedOutput()
-		if err != nil {
-			natsServerErr = fmt.Errorf("go build nats-server: %v\n%s", err, out)
-			return
-		}
-		natsServerBin = bin
-	})
-	if natsServerErr != nil {
-		t.Fatal(natsServerErr)
-	}
-	return natsServerBin
+	return bins.Build(t, "nats-server", "github.com/nats-io/nats-server/v2")
 }
 
 // tool finds an external program: the environment variable env (if set),

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sserelay/sserelay/test/testkit"
 )
 
 // startNginx runs Debian's nginx in the foreground as a reverse proxy to
@@ -18,7 +20,7 @@ func startNginx(t *testing.T, upstream string, readTimeout time.Duration) (strin
 	t.Helper()
 	nginx := tool(t, "SSERELAY_NGINX", "/usr/sbin/nginx", "nginx")
 	dir := t.TempDir()
-	port := freePort(t)
+	port := testkit.FreePort(t)
 	errLog := filepath.Join(dir, "error.log")
 	conf := fmt.Sprintf(`daemon off;
 master_process off;

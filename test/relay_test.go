@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sserelay/sserelay/test/testkit"
 )
 
 // relayOpts configure one `sserelay serve` process.
@@ -115,7 +117,7 @@ func (r *relayProc) freshStream(t *testing.T) uint64 {
 func startNATSServer(t *testing.T) string {
 	t.Helper()
 	bin := natsServer(t)
-	port := freePort(t)
+	port := testkit.FreePort(t)
 	p := startProc(t, "nats-server", exec.Command(bin, "-js", "-sd", t.TempDir(), "-a", "127.0.0.1", "-p", strconv.Itoa(port)))
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 	eventually(t, waitLong, "nats-server to accept connections", func() bool {

@@ -1,18 +1,12 @@
 package e2e_test
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
-	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -22,6 +16,7 @@ import (
 	"time"
 
 	"github.com/sserelay/sserelay/relay/sse/ssetest"
+	"github.com/sserelay/sserelay/test/testkit"
 )
 
 // insecureClient skips certificate checks: only for waiting on /readyz of
@@ -29,38 +24,6 @@ import (
 var insecureClient = &http.Client{Timeout: waitShort, Transport: &http.Transport{
 	Proxy: nil, TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, ForceAttemptHTTP2: true,
 }}
-
-// writeCert writes a new self-signed certificate for 127.0.0.1 and its key
-// as PEM files (replacing what is there) and returns the certificate.
-func writeCert(t *testing.T, certFile, keyFile, name string) *x509.Certificate {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
-	tmpl := &x509.Certificate{
-		SerialNumber: serial, Subject: pkix.Name{CommonName: name},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, DNSNames: []string{"localhost"},
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kb, _ := x509.MarshalECPrivateKey(key)
-	// Key first, then the certificate: a reload between the two writes
-	// fails to load and keeps the old pair.
-	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cert, _ := x509.ParseCertificate(der)
-	return cert
-}
 
 // servedSerial returns the serial of the certificate the server at addr presents.
 func servedSerial(addr string) (string, error) {
@@ -81,7 +44,7 @@ func TestTLSHTTP2AndReload(t *testing.T) {
 	const secret = "tls-secret"
 	dir := t.TempDir()
 	certFile, keyFile := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
-	first := writeCert(t, certFile, keyFile, "first")
+	first := testkit.WriteSelfSigned(t, certFile, keyFile, "first")
 	r := startRelay(t, relayOpts{Secret: secret, TLSCert: certFile, TLSKey: keyFile})
 	pool := x509.NewCertPool()
 	pool.AddCert(first)
@@ -115,7 +78,7 @@ func TestTLSHTTP2AndReload(t *testing.T) {
 		t.Errorf("sserelay.connected data %q", b.Event.Data)
 	}
 
-	second := writeCert(t, certFile, keyFile, "second")
+	second := testkit.WriteSelfSigned(t, certFile, keyFile, "second")
 	// Make sure the modification time moves even on a coarse clock.
 	later := time.Now().Add(2 * time.Second)
 	_ = os.Chtimes(certFile, later, later)
@@ -156,7 +119,7 @@ func TestBrowserTenTabsHTTP2(t *testing.T) {
 	const secret, tabs = "tabs-secret", 10
 	dir := t.TempDir()
 	certFile, keyFile := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
-	cert := writeCert(t, certFile, keyFile, "tabs")
+	cert := testkit.WriteSelfSigned(t, certFile, keyFile, "tabs")
 	// A short retry hint: Chromium sometimes drops all its connections at
 	// once (seen when other tests on the machine change network
 	// interfaces); the EventSources then come back quickly.
