@@ -1,8 +1,6 @@
 package relay
 
 import (
-	"crypto/rand"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -11,6 +9,7 @@ import (
 	"time"
 
 	"github.com/sserelay/sserelay/relay/auth"
+	"github.com/sserelay/sserelay/relay/connid"
 	"github.com/sserelay/sserelay/relay/sse"
 	"github.com/sserelay/sserelay/relay/subject"
 )
@@ -83,12 +82,12 @@ func (r *Relay) parseStreamRequest(req *http.Request) (*streamRequest, int, stri
 		sr.hasID, sr.lastID = true, n
 	}
 	if c := q.Get("connection_id"); c != "" {
-		if !validConnID(c) {
+		if !connid.Valid(c) {
 			return nil, http.StatusBadRequest, "connection_id must be 8 to 64 characters of [A-Za-z0-9_-]"
 		}
 		sr.connID = c
 	} else {
-		sr.connID = newConnID()
+		sr.connID = connid.New()
 	}
 	// Authorization after validation: a malformed request is a 400 whoever sends it.
 	if !claims.AllowsApp(sr.app) {
@@ -124,27 +123,6 @@ func parseSeq(s string) (uint64, error) {
 		}
 	}
 	return strconv.ParseUint(s, 10, 64)
-}
-
-func validConnID(s string) bool {
-	if len(s) < 8 || len(s) > 64 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
-			return false
-		}
-	}
-	return true
-}
-
-// newConnID returns 128 random bits, URL-safe: unguessable, so no one can
-// exclude another user's connection on purpose.
-func newConnID() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:]) // never fails (crypto/rand documents it)
-	return base64.RawURLEncoding.EncodeToString(b[:])
 }
 
 func setStreamHeaders(w http.ResponseWriter) {

@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 
 	"github.com/sserelay/sserelay/relay/auth"
+	"github.com/sserelay/sserelay/relay/connid"
 )
 
 // FuzzStreamRequest feeds GET /v1/events query strings and Last-Event-ID
@@ -63,7 +64,7 @@ func FuzzStreamRequest(f *testing.F) {
 				t.Fatalf("accepted feed %q, which the token does not grant", fd)
 			}
 		}
-		if !validConnID(sr.connID) {
+		if !connid.Valid(sr.connID) {
 			t.Fatalf("connection id %q", sr.connID)
 		}
 		id := lastEventID

@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sserelay/sserelay/relay/auth"
+	"github.com/sserelay/sserelay/relay/connid"
 	"github.com/sserelay/sserelay/relay/sse"
 	"github.com/sserelay/sserelay/relay/subject"
 )
@@ -53,7 +54,7 @@ func (p *PublishRequest) Validate() error {
 	if len(p.Data) == 0 {
 		return errors.New("data is required")
 	}
-	if p.ConnectionID != "" && !validConnID(p.ConnectionID) {
+	if p.ConnectionID != "" && !connid.Valid(p.ConnectionID) {
 		return errors.New("connection_id must be 8 to 64 characters of [A-Za-z0-9_-]")
 	}
 	if p.ID != "" && (len(p.ID) > MaxMsgIDLen || strings.IndexFunc(p.ID, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }) >= 0) {

@@ -34,6 +34,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/sserelay/sserelay/relay/connid"
 	"github.com/sserelay/sserelay/relay/sse"
 )
 
@@ -195,7 +196,7 @@ func New(cfg Config) (*Client, error) {
 		var b [16]byte
 		_, _ = rand.Read(b[:]) // never fails (crypto/rand documents it)
 		cfg.ConnectionID = base64.RawURLEncoding.EncodeToString(b[:])
-	} else if !validConnID(cfg.ConnectionID) {
+	} else if !connid.Valid(cfg.ConnectionID) {
 		return nil, fmt.Errorf("%w: connection id must be 8 to 64 characters of [A-Za-z0-9_-]", ErrInvalidConfig)
 	}
 	if cfg.HTTPClient == nil {
@@ -232,19 +233,6 @@ func setDefault[T comparable](v *T, def T) {
 	if *v == zero {
 		*v = def
 	}
-}
-
-func validConnID(s string) bool {
-	if len(s) < 8 || len(s) > 64 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
-			return false
-		}
-	}
-	return true
 }
 
 // ConnectionID returns the client's connection id, the same on every
