@@ -62,9 +62,9 @@ type hub struct {
 	ring     *ring          // recent events for fast resumes; nil when off
 	draining bool           // no registration from now on
 
-	open    atomic.Int64   // registered sessions; changed under mu, read anywhere
-	seen    atomic.Uint64  // the cursor, for readers that must not wait for mu (a scrape)
-	streams sync.WaitGroup // registered sessions; Add only under mu and while not draining
+	open    atomic.Int64  // registered sessions; changed under mu, read anywhere
+	seen    atomic.Uint64 // the cursor, for readers that must not wait for mu (a scrape)
+	drained chan struct{} // closed under mu once draining and no session is registered
 
 	// directBuf is the dispatcher's reusable list of idle sessions it
 	// writes to after releasing the lock (owned by the dispatcher).
@@ -84,6 +84,7 @@ func newHub(cfg *Config, m *metrics) *hub {
 		metrics:    m,
 		feeds:      make(map[string]map[*session]struct{}),
 		ring:       newRing(cfg.RingEvents, cfg.RingBytes),
+		drained:    make(chan struct{}),
 	}
 }
 
@@ -128,7 +129,6 @@ func (h *hub) register(s *session) (uint64, registration) {
 	}
 	h.users[s.user]++
 	h.open.Add(1)
-	h.streams.Add(1) // under mu and before draining: never concurrent with wait's start
 	for _, k := range s.keys {
 		set := h.feeds[k]
 		if set == nil {
@@ -153,8 +153,21 @@ func (h *hub) unregister(s *session) {
 		delete(h.users, s.user)
 	}
 	h.open.Add(-1)
+	h.closeDrainedLocked()
 	h.mu.Unlock()
-	h.streams.Done()
+}
+
+// closeDrainedLocked closes drained when the last session of a draining
+// hub is gone; register refuses from the start of the drain, so the count
+// cannot rise again.
+func (h *hub) closeDrainedLocked() {
+	if h.draining && h.open.Load() == 0 {
+		select {
+		case <-h.drained:
+		default:
+			close(h.drained)
+		}
+	}
 }
 
 // openStreams returns the number of registered sessions.
@@ -166,12 +179,17 @@ func (h *hub) drain() {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.draining = true
+	h.closeDrainedLocked()
 	h.signalAllLocked()
 }
 
-// wait returns when every registered session is unregistered. Called after
-// drain, it cannot race a registration.
-func (h *hub) wait() { h.streams.Wait() }
+// wait returns when every registered session is unregistered; it must
+// follow drain, after which no registration can race it.
+func (h *hub) wait() { <-h.drained }
+
+// drainedCh is closed when wait would return: for a select with a deadline,
+// which needs no goroutine to wait.
+func (h *hub) drainedCh() <-chan struct{} { return h.drained }
 
 // signalAllLocked wakes every session for something other than an event.
 func (h *hub) signalAllLocked() {

@@ -28,6 +28,7 @@ type keepalives struct {
 	mu       sync.Mutex
 	sessions []*session    // session.wheelIdx is the index
 	stop     chan struct{} // closed to end the goroutine; nil while none runs
+	done     chan struct{} // closed by the last goroutine started, when it ends
 }
 
 func newKeepalives(interval time.Duration) *keepalives {
@@ -50,8 +51,8 @@ func (k *keepalives) add(s *session) {
 	s.wheelIdx = len(k.sessions)
 	k.sessions = append(k.sessions, s)
 	if k.stop == nil {
-		k.stop = make(chan struct{})
-		go k.run(k.stop)
+		k.stop, k.done = make(chan struct{}), make(chan struct{})
+		go k.run(k.stop, k.done)
 	}
 }
 
@@ -75,7 +76,23 @@ func (k *keepalives) remove(s *session) {
 	}
 }
 
-func (k *keepalives) run(stop chan struct{}) {
+// wait returns once the goroutine has ended, or at once with false while
+// streams are still watched (it runs until the last is removed).
+func (k *keepalives) wait() bool {
+	k.mu.Lock()
+	running, done := k.stop != nil, k.done
+	k.mu.Unlock()
+	if running {
+		return false
+	}
+	if done != nil {
+		<-done
+	}
+	return true
+}
+
+func (k *keepalives) run(stop, done chan struct{}) {
+	defer close(done)
 	t := time.NewTicker(k.tick)
 	defer t.Stop()
 	var due []*session

@@ -3,8 +3,13 @@ package relay
 // The life of a stream: drain, the stream limit, release on disconnect.
 
 import (
+	"context"
+	"errors"
 	"net/http"
+	"runtime"
+	"strings"
 	"testing"
+	"time"
 )
 
 func TestEventsDrain(t *testing.T) {
@@ -104,5 +109,50 @@ func TestEventsClientDisconnectReleasesSession(t *testing.T) {
 	e.relay.hub.mu.Unlock()
 	if left != 0 {
 		t.Fatalf("registry keeps %d keys with no stream open", left)
+	}
+}
+
+// TestShutdownOwnsItsGoroutines: when Shutdown returns, the goroutines it
+// owns have ended, not merely been told to: nothing is left waiting for a
+// stream that outlives it (one inside net/http stays until the HTTP server
+// closes), and after a clean drain the keepalives' goroutine is gone too.
+// Not parallel: it reads the stacks of the whole test process.
+func TestShutdownOwnsItsGoroutines(t *testing.T) {
+	running := func(fn string) bool {
+		buf := make([]byte, 1<<20)
+		return strings.Contains(string(buf[:runtime.Stack(buf, true)]), fn)
+	}
+	const waiter = "relay.(*Relay).Shutdown.func"
+
+	// A stream Shutdown cannot close (registered, no connection to abort).
+	e := newEnv(t)
+	stuck := newSession(e.relay, "conn-stuck-1", "alice", "demo", []string{"alice"}, nil)
+	if _, reg := e.relay.hub.register(stuck); reg != registered {
+		t.Fatalf("register: %v", reg)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
+	defer cancel()
+	if err := e.relay.Shutdown(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Shutdown with a stream left: %v, want the deadline", err)
+	}
+	if running(waiter) || running("relay.(*hub).wait") {
+		t.Error("a goroutine waits for the streams after Shutdown returned")
+	}
+	e.relay.hub.unregister(stuck)
+
+	// A clean drain of taken-over streams.
+	e2 := newEnv(t)
+	tok := token(t, "alice")
+	for range 3 {
+		e2.open("app_id=demo", bearer(tok)).Connected(t)
+	}
+	e2.waitOpen(3)
+	ctx2, cancel2 := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel2()
+	if err := e2.relay.Shutdown(ctx2); err != nil {
+		t.Fatal(err)
+	}
+	if running("relay.(*keepalives).run") {
+		t.Error("the keepalives' goroutine still runs after Shutdown returned")
 	}
 }

@@ -174,8 +174,7 @@ func (r *Relay) Drain() {
 // NATS connection; publishes still waiting for their acknowledgement fail.
 func (r *Relay) Shutdown(ctx context.Context) error {
 	r.Drain()
-	done := make(chan struct{})
-	go func() { r.hub.wait(); close(done) }()
+	done := r.hub.drainedCh()
 	var err error
 	select {
 	case <-done:
@@ -188,6 +187,9 @@ func (r *Relay) Shutdown(ctx context.Context) error {
 		case <-time.After(time.Second): // only streams inside net/http (HTTP/2) can still be open
 		}
 	}
+	// With every stream gone the keepalives' goroutine has ended or is
+	// ending: it is the relay's, so Shutdown returns after it.
+	r.keepalives.wait()
 	r.consumer.Load().close()
 	// The async publisher's reply subscription and its goroutine live as
 	// long as the connection otherwise, and the connection is not ours.
