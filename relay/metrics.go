@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net/http"
 	"runtime"
+	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -56,6 +57,7 @@ type metrics struct {
 	resetGone    prometheus.Counter
 	resetUnknown prometheus.Counter
 	publishes    *prometheus.CounterVec // POST /v1/publish requests by status code
+	publishOK    prometheus.Counter     // publishes' code 200
 	replaced     *prometheus.CounterVec // stream consumer replacements, by reason
 
 	limited      map[string]prometheus.Counter // requests refused by a per-user or per-address limit, by limit
@@ -131,6 +133,7 @@ func newMetrics() *metrics {
 		m.closed[r] = closed.WithLabelValues(r.String())
 	}
 	m.publishes = vec("sserelay_publish_requests_total", "POST /v1/publish requests, by HTTP status code.", "code", "200", "400", "401", "403", "408", "413", "429", "503")
+	m.publishOK = m.publishes.WithLabelValues("200")
 	limited := vec("sserelay_limited_total", "Requests refused by a per-user or per-address limit, by limit: streams-per-user, user-stream-rate, ip-stream-rate (stream and poll requests), publish-rate, poll-replay-busy.", "limit", limitNames...)
 	m.limited = make(map[string]prometheus.Counter, len(limitNames))
 	for _, l := range limitNames {
@@ -238,9 +241,15 @@ func (m *metrics) caughtUp(st replayStats, start time.Time) {
 	m.replayed[sourceStore].Add(float64(st.store))
 }
 
-// countPublishes wraps the publish handler to count requests by status.
-func (m *metrics) countPublishes(h http.HandlerFunc) http.Handler {
-	return promhttp.InstrumentHandlerCounter(m.publishes, h)
+// countPublish counts a POST /v1/publish answered with status: the
+// handler counts what it writes (a wrapper of its ResponseWriter, as
+// promhttp's, costs an allocation and a label lookup per request).
+func (m *metrics) countPublish(status int) {
+	if status == http.StatusOK {
+		m.publishOK.Inc()
+		return
+	}
+	m.publishes.WithLabelValues(strconv.Itoa(status)).Inc()
 }
 
 // MetricsHandler returns the handler of the relay's metrics, in the

@@ -5,10 +5,12 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"net/http"
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 	"unicode"
 
@@ -103,25 +105,38 @@ func (r *Relay) parsePublish(w http.ResponseWriter, req *http.Request) (*nats.Ms
 		return nil, http.StatusUnsupportedMediaType, "content type must be application/json"
 	}
 	body := http.MaxBytesReader(w, req.Body, r.cfg.MaxPublishBytes)
-	dec := json.NewDecoder(body)
-	dec.DisallowUnknownFields()
-	var p PublishRequest
-	if err := dec.Decode(&p); err != nil {
-		var tooLarge *http.MaxBytesError
-		if errors.As(err, &tooLarge) {
-			return nil, http.StatusRequestEntityTooLarge, "body larger than " + strconv.FormatInt(r.cfg.MaxPublishBytes, 10) + " bytes"
-		}
-		if errors.Is(err, os.ErrDeadlineExceeded) {
-			w.Header().Set("Connection", "close")
-			return nil, http.StatusRequestTimeout, "request body not received within " + r.cfg.BodyTimeout.String()
-		}
+	bufp := publishBufs.Get().(*[]byte)
+	defer putPublishBuf(bufp)
+	b, err := readBody(body, *bufp, req.ContentLength, r.cfg.MaxPublishBytes)
+	*bufp = b
+	var tooLarge *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooLarge):
+		return nil, http.StatusRequestEntityTooLarge, "body larger than " + strconv.FormatInt(r.cfg.MaxPublishBytes, 10) + " bytes"
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		w.Header().Set("Connection", "close")
+		return nil, http.StatusRequestTimeout, "request body not received within " + r.cfg.BodyTimeout.String()
+	case err != nil:
 		return nil, http.StatusBadRequest, "body must be one JSON object of the publish fields: " + err.Error()
 	}
-	// The body is in: the wait for the acknowledgement must not be cut by
-	// the body's deadline (net/http's background read would cancel it).
-	_ = http.NewResponseController(w).SetReadDeadline(time.Time{})
-	if dec.More() {
-		return nil, http.StatusBadRequest, "body must be one JSON object"
+	if req.ProtoMajor != 1 {
+		// The body is in: the wait for the acknowledgement must not be cut
+		// by the body's deadline. (HTTP/1 clears it itself once the body
+		// is read to its end, to start its background read.)
+		_ = http.NewResponseController(w).SetReadDeadline(time.Time{})
+	}
+	var p PublishRequest
+	data, ok := decodePublish(b, &p)
+	if !ok {
+		p = PublishRequest{}
+		dec := json.NewDecoder(bytes.NewReader(b))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&p); err != nil {
+			return nil, http.StatusBadRequest, "body must be one JSON object of the publish fields: " + err.Error()
+		}
+		if dec.More() {
+			return nil, http.StatusBadRequest, "body must be one JSON object"
+		}
 	}
 	if p.ConnectionID == "" {
 		p.ConnectionID = req.Header.Get(HeaderConnectionID)
@@ -135,12 +150,15 @@ func (r *Relay) parsePublish(w http.ResponseWriter, req *http.Request) (*nats.Ms
 	if !claims.AllowsPublish(p.AppID, p.Feed) {
 		return nil, http.StatusForbidden, "token does not grant publishing to feed " + strconv.Quote(p.Feed) + " of app " + strconv.Quote(p.AppID)
 	}
-	data, err := p.payload()
-	if err != nil {
-		return nil, http.StatusBadRequest, "data: " + err.Error()
+	if data == nil {
+		if data, err = p.payload(); err != nil {
+			return nil, http.StatusBadRequest, "data: " + err.Error()
+		}
 	}
-	msg := nats.NewMsg(subject.Join(r.cfg.SubjectPrefix, p.AppID, p.Feed, p.Topic))
-	msg.Data = data
+	msg := &nats.Msg{Subject: subject.Join(r.cfg.SubjectPrefix, p.AppID, p.Feed, p.Topic), Data: data}
+	if p.Event != "" || p.ConnectionID != "" || p.ID != "" {
+		msg.Header = make(nats.Header, 3)
+	}
 	if p.Event != "" {
 		msg.Header.Set(HeaderEvent, p.Event)
 	}
@@ -152,6 +170,46 @@ func (r *Relay) parsePublish(w http.ResponseWriter, req *http.Request) (*nats.Ms
 		msg.Header.Set(HeaderMsgID, PublishMsgID(p.AppID, p.Feed, claims.Subject, p.ID))
 	}
 	return msg, 0, ""
+}
+
+// publishBufs holds the buffers that publish bodies are read into.
+var publishBufs = sync.Pool{New: func() any { return new([]byte) }}
+
+// maxPooledBody bounds the buffers kept for reuse: a rare large body
+// does not pin its memory.
+const maxPooledBody = 64 << 10
+
+func putPublishBuf(b *[]byte) {
+	if cap(*b) <= maxPooledBody {
+		*b = (*b)[:0]
+		publishBufs.Put(b)
+	}
+}
+
+// readBody reads body to its end into buf, sized for the announced length
+// when there is one (limit bounds what the body may be, so the hint too).
+func readBody(body io.Reader, buf []byte, length, limit int64) ([]byte, error) {
+	n := int64(512)
+	if length >= 0 {
+		n = min(length, limit) + 1 // +1: the read that finds the end
+	}
+	if int64(cap(buf)) < n {
+		buf = make([]byte, 0, n)
+	}
+	buf = buf[:0]
+	for {
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+		m, err := body.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+m]
+		if err == io.EOF {
+			return buf, nil
+		}
+		if err != nil {
+			return buf, err
+		}
+	}
 }
 
 // servePublish answers POST /v1/publish: it stores one event and returns
@@ -168,22 +226,26 @@ func (r *Relay) parsePublish(w http.ResponseWriter, req *http.Request) (*nats.Ms
 func (r *Relay) servePublish(w http.ResponseWriter, req *http.Request) {
 	msg, status, errMsg := r.parsePublish(w, req)
 	if msg == nil {
+		r.metrics.countPublish(status)
 		writeError(w, status, errMsg)
 		return
 	}
 	if !r.cfg.Conn.IsConnected() {
 		r.metrics.pubErrors.Add(1)
+		r.metrics.countPublish(http.StatusServiceUnavailable)
 		writeError(w, http.StatusServiceUnavailable, "event store unavailable, retry with the same id")
 		return
 	}
 	ack, err := r.publish(req.Context(), msg)
 	if err != nil {
 		r.metrics.pubErrors.Add(1)
+		r.metrics.countPublish(http.StatusServiceUnavailable)
 		r.log.Warn("publish failed", "subject", msg.Subject, "err", err)
 		writeError(w, http.StatusServiceUnavailable, "event store unavailable, retry with the same id")
 		return
 	}
 	r.metrics.published.Add(1)
+	r.metrics.countPublish(http.StatusOK)
 	h := w.Header()
 	h["Content-Type"] = jsonContentType
 	w.WriteHeader(http.StatusOK)

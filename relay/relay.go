@@ -209,7 +209,7 @@ func (r *Relay) OpenStreams() int { return int(r.hub.openStreams()) }
 func (r *Relay) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/events", r.serveEvents)
-	mux.Handle("POST /v1/publish", r.metrics.countPublishes(r.servePublish))
+	mux.HandleFunc("POST /v1/publish", r.servePublish)
 	mux.HandleFunc("GET /healthz", serveHealthz)
 	mux.HandleFunc("GET /readyz", r.serveReadyz)
 	if !r.cfg.NoMetrics {
