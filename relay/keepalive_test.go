@@ -178,3 +178,59 @@ func (a *arrivals) String() string {
 	}
 	return b.String()
 }
+
+// TestKeepaliveSlots: the keepalives find exactly the silent streams among
+// many, reuse the slots of streams that ended, and let go of their chunks
+// and goroutine with the last stream.
+func TestKeepaliveSlots(t *testing.T) {
+	k := newKeepalives(time.Hour) // nothing falls silent on its own during the test
+	var all []*session
+	for range 2*kaChunkLen + 10 {
+		s := &session{}
+		k.add(s)
+		all = append(all, s)
+	}
+	chunks := len(k.chunks)
+	silentSet := map[*session]bool{}
+	for i, s := range all {
+		if i%97 == 0 {
+			s.lastWrite.Store(k.now() - k.silence - 1)
+			silentSet[s] = true
+		}
+	}
+	due := k.collect(nil)
+	if len(due) != len(silentSet) {
+		t.Fatalf("collect found %d silent streams, want %d", len(due), len(silentSet))
+	}
+	for _, s := range due {
+		if !silentSet[s] || !k.silent(s) {
+			t.Fatalf("collect found a stream that is not silent (slot %d)", s.kaSlot)
+		}
+	}
+	for _, s := range all[:kaChunkLen] {
+		k.remove(s)
+		if s.lastWrite != nil || k.silent(s) {
+			t.Fatal("a removed stream is still watched")
+		}
+	}
+	for i := range kaChunkLen {
+		s := &session{}
+		k.add(s)
+		all[i] = s
+	}
+	if len(k.chunks) != chunks {
+		t.Errorf("%d chunks after reusing freed slots, want %d", len(k.chunks), chunks)
+	}
+	due = k.collect(nil)
+	if want := len(silentSet) - (kaChunkLen+96)/97; len(due) != want { // the silent ones among the removed are gone
+		t.Errorf("collect found %d silent streams after the removals, want %d", len(due), want)
+	}
+	for _, s := range all {
+		k.remove(s)
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.stop != nil || k.chunks != nil || k.n != 0 {
+		t.Errorf("after the last stream: stop %v, %d chunks, %d slots taken", k.stop != nil, len(k.chunks), k.n)
+	}
+}

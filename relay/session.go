@@ -46,9 +46,9 @@ type session struct {
 	parked       atomic.Bool // no goroutine serves the session; kick borrows one
 	keepaliveDue atomic.Bool
 	expired      atomic.Bool
-	lastWrite    atomic.Int64 // keepalives.now() at the last write to the client
-	wheelIdx     int          // index in the keepalives' list, under its mu
-	pollID       uint64       // key in the poller, under its mu; 0: not polled
+	lastWrite    *atomic.Int64 // keepalives.now() at the last write to the client: the keepalives' slot; nil when not watched
+	kaSlot       int32         // that slot's number, under the keepalives' mu
+	pollID       uint64        // key in the poller, under its mu; 0: not polled
 	expiry       *time.Timer
 	release      func() // closes the connection and stops watching it; run by end
 
@@ -131,7 +131,12 @@ func (s *session) take() (frames []*frame, overflow bool) {
 }
 
 // touch records a write to the client, for the keepalives.
-func (s *session) touch() { s.lastWrite.Store(s.r.keepalives.now()) }
+// Called with wmu held.
+func (s *session) touch() {
+	if s.lastWrite != nil {
+		s.lastWrite.Store(s.r.keepalives.now())
+	}
+}
 
 func (s *session) write(b []byte) error {
 	s.touch()
