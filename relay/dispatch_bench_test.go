@@ -20,7 +20,7 @@ func benchRelay(b *testing.B, users, perUser int) (*Relay, []*session) {
 	var all []*session
 	for u := range users {
 		for range perUser {
-			s := &session{r: r, connID: "c" + strconv.Itoa(len(all)), keys: []string{"app.u" + strconv.Itoa(u)}, wake: make(chan struct{}, 1)}
+			s := &session{r: r, connID: "c" + strconv.Itoa(len(all)), keys: []string{"app.u" + strconv.Itoa(u)}}
 			r.hub.register(s)
 			all = append(all, s)
 		}
@@ -40,10 +40,7 @@ func drain(all []*session) {
 		clear(s.queue)
 		s.queue, s.queueBytes = s.queue[:0], 0
 		s.mu.Unlock()
-		select {
-		case <-s.wake:
-		default:
-		}
+		s.kicked.Store(false)
 	}
 }
 

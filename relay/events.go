@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/sserelay/sserelay/relay/auth"
@@ -85,7 +86,7 @@ func (r *Relay) parseStreamRequest(req *http.Request) (*streamRequest, int, stri
 		if !connid.Valid(c) {
 			return nil, http.StatusBadRequest, "connection_id must be 8 to 64 characters of [A-Za-z0-9_-]"
 		}
-		sr.connID = c
+		sr.connID = strings.Clone(c) // not the whole request line for the stream's life
 	} else {
 		sr.connID = connid.New()
 	}
@@ -207,8 +208,8 @@ func (r *Relay) serveEvents(w http.ResponseWriter, req *http.Request) {
 		r.refuseLimited(w, req, false, limitUserStreams, 0)
 		return
 	}
-	s.start = time.Now()
-	r.log.Debug("stream opened", "conn", s.connID, "user", s.user, "app", s.app, "feeds", s.feeds, "topics", s.topics, "last_event_id", sr.lastID, "has_id", sr.hasID, "cursor", c)
+	s.start = r.keepalives.now()
+	r.log.Debug("stream opened", "conn", s.connID, "user", s.user, "app", sr.app, "feeds", sr.feeds, "topics", s.topics, "last_event_id", sr.lastID, "has_id", sr.hasID, "cursor", c)
 
 	setStreamHeaders(w)
 	w.Header().Set("X-Connection-Id", sr.connID)

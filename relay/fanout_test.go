@@ -94,7 +94,7 @@ func TestWriteFramesRawManyFrames(t *testing.T) {
 	defer server.Close()
 
 	r := &Relay{metrics: newMetrics(), keepalives: newKeepalives(time.Minute)}
-	s := &session{r: r, wake: make(chan struct{}, 1), ctl: make(chan struct{}, 1)}
+	s := &session{r: r}
 	s.raw, _ = server.(*net.TCPConn).SyscallConn()
 	var frames []*frame
 	var want bytes.Buffer

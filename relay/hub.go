@@ -57,7 +57,7 @@ type hub struct {
 
 	mu       sync.Mutex
 	cursor   uint64 // last stream sequence dispatched
-	feeds    map[string]map[*session]struct{}
+	feeds    map[string]feedSet
 	users    map[string]int // open sessions by user; no entry at 0
 	ring     *ring          // recent events for fast resumes; nil when off
 	draining bool           // no registration from now on
@@ -65,6 +65,8 @@ type hub struct {
 	open    atomic.Int64  // registered sessions; changed under mu, read anywhere
 	seen    atomic.Uint64 // the cursor, for readers that must not wait for mu (a scrape)
 	drained chan struct{} // closed under mu once draining and no session is registered
+
+	expiries expiries // token expiries of the sessions; its own lock, taken under session.wmu
 
 	// directBuf is the dispatcher's reusable list of idle sessions it
 	// writes to after releasing the lock (owned by the dispatcher).
@@ -82,7 +84,7 @@ func newHub(cfg *Config, m *metrics) *hub {
 		scanBatch:  min(max(cfg.ReplayBatch, 1), 256),
 		log:        cfg.Logger,
 		metrics:    m,
-		feeds:      make(map[string]map[*session]struct{}),
+		feeds:      make(map[string]feedSet),
 		ring:       newRing(cfg.RingEvents, cfg.RingBytes),
 		drained:    make(chan struct{}),
 	}
@@ -130,12 +132,7 @@ func (h *hub) register(s *session) (uint64, registration) {
 	h.users[s.user]++
 	h.open.Add(1)
 	for _, k := range s.keys {
-		set := h.feeds[k]
-		if set == nil {
-			set = make(map[*session]struct{})
-			h.feeds[k] = set
-		}
-		set[s] = struct{}{}
+		h.feeds[k] = h.feeds[k].add(s)
 	}
 	return h.cursor, registered
 }
@@ -144,8 +141,9 @@ func (h *hub) register(s *session) (uint64, registration) {
 func (h *hub) unregister(s *session) {
 	h.mu.Lock()
 	for _, k := range s.keys {
-		delete(h.feeds[k], s)
-		if len(h.feeds[k]) == 0 {
+		if set := h.feeds[k].remove(s); set.len() > 0 {
+			h.feeds[k] = set
+		} else {
 			delete(h.feeds, k)
 		}
 	}
@@ -194,7 +192,7 @@ func (h *hub) drainedCh() <-chan struct{} { return h.drained }
 // signalAllLocked wakes every session for something other than an event.
 func (h *hub) signalAllLocked() {
 	for _, set := range h.feeds {
-		for s := range set {
+		for s := range set.all {
 			s.signal()
 		}
 	}
@@ -205,7 +203,7 @@ func (h *hub) abortAll() {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for _, set := range h.feeds {
-		for s := range set {
+		for s := range set.all {
 			s.mu.Lock()
 			if s.conn != nil {
 				_ = s.conn.Close()
@@ -321,8 +319,8 @@ func (h *hub) deliverLocked(seq uint64, key, topic, event, connID, connUser stri
 		return direct
 	}
 	set := h.feeds[key]
-	large := len(set) > maxDirect
-	for s := range set {
+	large := set.len() > maxDirect
+	for s := range set.all {
 		if !subject.TopicMatches(s.topics, topic) || excludes(connID, connUser, s.connID, s.user) {
 			continue
 		}
@@ -362,7 +360,7 @@ func (h *hub) resetAllLocked(seq uint64, reason string) {
 	f := resetFrame(seq, reason)
 	seen := make(map[*session]struct{})
 	for _, set := range h.feeds {
-		for s := range set {
+		for s := range set.all {
 			if _, dup := seen[s]; !dup {
 				seen[s] = struct{}{}
 				s.enqueue(f, h.limits)
@@ -370,4 +368,59 @@ func (h *hub) resetAllLocked(seq uint64, reason string) {
 		}
 	}
 	h.metrics.resets(reason).Add(float64(len(seen)))
+}
+
+// A feedSet is the registered sessions of one feed. Most feeds have one
+// session (a user's own feed), which needs no map: a map per feed was ~130
+// bytes of every idle per-user stream.
+type feedSet struct {
+	one  *session              // the only session, while many is nil
+	many map[*session]struct{} // two or more (or fewer after removals)
+}
+
+func (f feedSet) len() int {
+	if f.many != nil {
+		return len(f.many)
+	}
+	if f.one != nil {
+		return 1
+	}
+	return 0
+}
+
+// add returns f with s.
+func (f feedSet) add(s *session) feedSet {
+	switch {
+	case f.many != nil:
+		f.many[s] = struct{}{}
+	case f.one == nil:
+		f.one = s
+	default:
+		f.many = map[*session]struct{}{f.one: {}, s: {}}
+		f.one = nil
+	}
+	return f
+}
+
+// remove returns f without s.
+func (f feedSet) remove(s *session) feedSet {
+	if f.many != nil {
+		delete(f.many, s)
+	} else if f.one == s {
+		f.one = nil
+	}
+	return f
+}
+
+// all yields the sessions of f.
+func (f feedSet) all(yield func(*session) bool) {
+	if f.one != nil {
+		yield(f.one)
+		return
+	}
+	for s := range f.many {
+		if !yield(s) {
+			return
+		}
+	}
 }

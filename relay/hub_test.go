@@ -2,6 +2,7 @@ package relay
 
 import (
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -220,9 +221,7 @@ func TestHubDrainSignalsAndAborts(t *testing.T) {
 	defer client.Close()
 	s.conn = server
 	h.drain()
-	select {
-	case <-s.ctl:
-	default:
+	if !s.kicked.Load() {
 		t.Fatal("drain did not signal the session")
 	}
 	if _, reg := h.register(newSession(nil, "conn-drain-2", "u", "app", []string{"u"}, nil)); reg != refusedDraining {
@@ -278,5 +277,45 @@ func TestHubDrainRegisterRace(t *testing.T) {
 		if _, reg := h.register(newSession(nil, "conn-late-01", "u", "app", []string{"u"}, nil)); reg != refusedDraining {
 			t.Fatalf("round %d: register after drain: %v", round, reg)
 		}
+	}
+}
+
+// TestFeedSet: a feed's set holds one session without a map, then any
+// number, and yields each exactly once.
+func TestFeedSet(t *testing.T) {
+	a, b, c := &session{connID: "a"}, &session{connID: "b"}, &session{connID: "c"}
+	ids := func(f feedSet) string {
+		var got []string
+		for s := range f.all {
+			got = append(got, s.connID)
+		}
+		slices.Sort(got)
+		return strings.Join(got, ",")
+	}
+	var f feedSet
+	if f = f.add(a); f.many != nil || f.len() != 1 || ids(f) != "a" {
+		t.Fatalf("one session: many %v, len %d, %q", f.many, f.len(), ids(f))
+	}
+	if f = f.remove(b); ids(f) != "a" {
+		t.Fatalf("removing another session left %q", ids(f))
+	}
+	f = f.add(b).add(c)
+	if f.len() != 3 || ids(f) != "a,b,c" {
+		t.Fatalf("three sessions: len %d, %q", f.len(), ids(f))
+	}
+	f = f.remove(b)
+	if f.len() != 2 || ids(f) != "a,c" {
+		t.Fatalf("after removing b: len %d, %q", f.len(), ids(f))
+	}
+	n := 0
+	for range f.all {
+		n++
+		break // the iterator stops when asked
+	}
+	if n != 1 {
+		t.Fatalf("break after one: %d yielded", n)
+	}
+	if f = f.remove(a).remove(c); f.len() != 0 || ids(f) != "" {
+		t.Fatalf("after removing all: len %d, %q", f.len(), ids(f))
 	}
 }

@@ -96,7 +96,7 @@ func TestEventsClientDisconnectReleasesSession(t *testing.T) {
 	e.waitOpen(1)
 	e.relay.hub.mu.Lock()
 	_, team := e.relay.hub.feeds["demo.team1"]
-	n := len(e.relay.hub.feeds["demo.alice"])
+	n := e.relay.hub.feeds["demo.alice"].len()
 	e.relay.hub.mu.Unlock()
 	if team || n != 1 {
 		t.Fatalf("registry after disconnect: team1 present %v, %d sessions on demo.alice", team, n)

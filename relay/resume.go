@@ -53,9 +53,10 @@ func (s *session) catchUp(ctx context.Context, c uint64) error {
 	defer s.r.releaseReplaySlot(s.user)
 	n := 0
 	var werr error // a failed write to the client, told apart from the store's errors
+	var buf []byte // encoding buffer, not kept by the session: idle ones keep no buffer
 	st, err := s.r.replay(ctx, s.filter(), from, c, 0, func(ev storedEvent) error {
-		s.scratch = sse.AppendEvent(s.scratch[:0], ev.seq, ev.event, ev.data)
-		if werr = s.write(s.scratch); werr != nil {
+		buf = sse.AppendEvent(buf[:0], ev.seq, ev.event, ev.data)
+		if werr = s.write(buf); werr != nil {
 			return werr
 		}
 		s.lastSent = ev.seq
@@ -71,7 +72,6 @@ func (s *session) catchUp(ctx context.Context, c uint64) error {
 		}
 		return nil
 	})
-	s.scratch = nil // idle sessions keep no buffer
 	s.r.metrics.caughtUp(st, start)
 	s.r.metrics.delivered.Add(float64(n))
 	if errors.Is(err, errHistoryGone) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -23,12 +24,10 @@ type session struct {
 	r      *Relay
 	connID string
 	user   string
-	app    string
-	keys   []string // registry keys "<app>.<feed>"
-	feeds  []string
+	keys   []string // registry keys "<app>.<feed>", which hold the app and the feeds
 	topics []string
 
-	start  time.Time
+	start  int64                   // keepalives.now() when the stream opened
 	ctx    context.Context         // ends when the client leaves
 	cancel context.CancelCauseFunc // the cause closeProtocolViolation: it sent bytes
 
@@ -37,20 +36,26 @@ type session struct {
 	queue      []*frame
 	queueBytes int
 	overflow   bool
-	fanned     bool          // handed to a fan-out goroutine, which will write the queue
-	conn       net.Conn      // the taken-over connection, for hub.abortAll
-	wake       chan struct{} // capacity 1: "the queue changed"
-	ctl        chan struct{} // capacity 1: "look at the flags and the context"
+	fanned     bool     // handed to a fan-out goroutine, which will write the queue
+	conn       net.Conn // the taken-over connection, for hub.abortAll
 
+	// wake and ctl name the reason of a kick where it is given: the queue
+	// changed, or look at the flags and the context. They hold nothing: a
+	// kick of either sets kicked, and step does all the work whatever the
+	// reason. Two channels per stream were a fifth of an idle stream's heap.
+	wake, ctl kickKind
+
+	kicked       atomic.Bool // a kick since the last step began
 	parks        atomic.Bool // idle means no goroutine: set before the session can park
 	parked       atomic.Bool // no goroutine serves the session; kick borrows one
 	keepaliveDue atomic.Bool
 	expired      atomic.Bool
-	lastWrite    *atomic.Int64 // keepalives.now() at the last write to the client: the keepalives' slot; nil when not watched
-	kaSlot       int32         // that slot's number, under the keepalives' mu
-	pollID       uint64        // key in the poller, under its mu; 0: not polled
-	expiry       *time.Timer
-	release      func() // closes the connection and stops watching it; run by end
+	expIdx       int32                  // index in the hub's expiries, under its mu
+	kaSlot       int32                  // the keepalives' slot number, under their mu
+	lastWrite    *atomic.Int64          // keepalives.now() at the last write to the client: the keepalives' slot; nil when not watched
+	pollID       uint64                 // key in the poller, under its mu; 0: not polled
+	waiter       atomic.Pointer[waiter] // the session's own goroutine waits here (wait); nil while parked
+	release      func()                 // closes the connection and stops watching it; run by end
 
 	// wmu is held by whoever writes to the client: the session's goroutine
 	// while it has one and is not waiting for work, the dispatcher when it
@@ -64,18 +69,27 @@ type session struct {
 	lastSent uint64 // resume position: the client has every event of its filter up to here
 	unsent   int    // bytes written since the last flush, counted when it succeeds
 	spare    []*frame
-	scratch  []byte // encoding buffer during a catch-up
 }
+
+// kickKind is the type of session.wake and session.ctl.
+type kickKind struct{}
+
+// A waiter is where a session served by its own goroutine (HTTP/2, no
+// poller) sleeps between kicks; a parked session needs none.
+type waiter struct{ c chan struct{} } // capacity 1
 
 // newSession returns a session of user on feeds of app, not registered yet.
 func newSession(r *Relay, connID, user, app string, feeds, topics []string) *session {
-	s := &session{
-		r: r, connID: connID, user: user, app: app, feeds: feeds, topics: topics,
-		wake: make(chan struct{}, 1), ctl: make(chan struct{}, 1),
+	s := &session{r: r, connID: connID, user: user, expIdx: -1, keys: make([]string, len(feeds))}
+	for i, f := range feeds {
+		s.keys[i] = app + "." + f
 	}
-	for _, f := range feeds {
-		s.keys = append(s.keys, app+"."+f)
+	// Values from the query are parts of the request line: a copy keeps
+	// the line from living as long as the stream.
+	for i, t := range topics {
+		topics[i] = strings.Clone(t)
 	}
+	s.topics = topics
 	return s
 }
 
@@ -99,13 +113,17 @@ func (s *session) enqueue(f *frame, lim queueLimits) {
 	s.kick(s.wake)
 }
 
-// kick tells the session it has work (ch: wake for the queue, ctl for the
+// kick tells the session it has work (s.wake for the queue, s.ctl for the
 // rest). A parked session gets a goroutine; one that has a goroutine finds
-// the token when it next waits or parks. It never blocks.
-func (s *session) kick(ch chan struct{}) {
-	select {
-	case ch <- struct{}{}:
-	default:
+// the flag when it next waits or parks. It never blocks.
+func (s *session) kick(kickKind) {
+	s.kicked.Store(true)
+	// A waiter stored after this load finds kicked set (wait).
+	if w := s.waiter.Load(); w != nil {
+		select {
+		case w.c <- struct{}{}:
+		default:
+		}
 	}
 	if s.parked.CompareAndSwap(true, false) {
 		go s.resume()
@@ -186,7 +204,7 @@ func (s *session) begin(hasID bool, lastID, c uint64, expires time.Time) error {
 		}
 	}
 	if !expires.IsZero() {
-		s.expiry = time.AfterFunc(time.Until(expires), func() { s.expired.Store(true); s.signal() })
+		s.r.hub.expiries.add(s, expires)
 	}
 	if s.r.draining.Load() {
 		return closeDraining // drain began while the session registered
@@ -194,17 +212,20 @@ func (s *session) begin(hasID bool, lastID, c uint64, expires time.Time) error {
 	return nil
 }
 
-// wait serves the session on its own goroutine until it ends: it waits
-// for kicks on two channels only (a select costs per case, and this one
-// runs once per delivery). Called with wmu held.
+// wait serves the session on its own goroutine until it ends: it sleeps
+// on one channel between kicks. Called with wmu held.
 func (s *session) wait() error {
+	w := &waiter{c: make(chan struct{}, 1)}
+	s.waiter.Store(w)
 	for {
-		s.wmu.Unlock()
-		select {
-		case <-s.wake:
-		case <-s.ctl:
+		// A kick sets kicked before it looks for the waiter: one that
+		// missed the waiter is seen here, the others leave a token.
+		if !s.kicked.Swap(false) {
+			s.wmu.Unlock()
+			<-w.c
+			s.wmu.Lock()
+			s.kicked.Store(false)
 		}
-		s.wmu.Lock()
 		if err := s.step(); err != nil {
 			return err
 		}
@@ -216,16 +237,18 @@ func (s *session) wait() error {
 // session on an error. Called with wmu held.
 func (s *session) serveParked() {
 	for {
+		// Kicks before this see their work done by the step; those after
+		// it leave the flag for the check below.
+		s.kicked.Store(false)
 		if err := s.step(); err != nil {
 			s.end(err)
 			return
 		}
 		s.wmu.Unlock()
 		s.parked.Store(true)
-		// A kick between the step and the park left a token but saw no
-		// parked session: take the work back unless a later kick already
-		// started another goroutine.
-		if !s.tokens() || !s.parked.CompareAndSwap(true, false) {
+		// A kick after the step began saw no parked session: take the work
+		// back unless a later kick already started another goroutine.
+		if !s.kicked.Load() || !s.parked.CompareAndSwap(true, false) {
 			return
 		}
 		s.wmu.Lock()
@@ -236,22 +259,6 @@ func (s *session) serveParked() {
 func (s *session) resume() {
 	s.wmu.Lock()
 	s.serveParked()
-}
-
-// tokens takes the kick tokens and reports whether there were any.
-func (s *session) tokens() bool {
-	n := 0
-	select {
-	case <-s.wake:
-		n++
-	default:
-	}
-	select {
-	case <-s.ctl:
-		n++
-	default:
-	}
-	return n > 0
 }
 
 // step does whatever the session has to do: the rest of a direct write,
@@ -277,9 +284,7 @@ func (s *session) end(err error) {
 			_ = s.flush()
 		}
 	}
-	if s.expiry != nil {
-		s.expiry.Stop()
-	}
+	s.r.hub.expiries.remove(s)
 	s.r.keepalives.remove(s)
 	s.finish(err)
 	if s.release != nil {
@@ -377,7 +382,7 @@ func (s *session) finish(err error) {
 	r.hub.unregister(s)
 	reason := reasonOf(err, r.aborted.Load())
 	r.metrics.closed[reason].Inc()
-	args := []any{"conn", s.connID, "user", s.user, "reason", reason.String(), "last_sent", s.lastSent, "duration", time.Since(s.start).Round(time.Millisecond)}
+	args := []any{"conn", s.connID, "user", s.user, "reason", reason.String(), "last_sent", s.lastSent, "duration", time.Duration(r.keepalives.now() - s.start).Round(time.Millisecond)}
 	if err != nil && err != error(reason) {
 		args = append(args, "err", err)
 	}
