@@ -66,6 +66,11 @@ type Config struct {
 	// 1024 in BenchmarkResume100k/store).
 	ReplayBatch int
 	ReplayBytes int
+	// ReplayConsumerMin: a catch-up whose first Direct Get batches leave more
+	// than this many events of its filter in the store reads them through a
+	// short-lived JetStream consumer instead, cheaper per event (default
+	// 8192; -1: never).
+	ReplayConsumerMin int
 	// RingEvents and RingBytes bound the recent events kept in memory to
 	// serve resumes without reading the store (default 262144 events,
 	// 64 MiB; RingEvents -1 turns it off). It grows with use.
@@ -205,6 +210,7 @@ func DefaultConfig() Config {
 		BodyTimeout:     10 * time.Second,
 		PollPageBytes:   1 << 20,
 
+		ReplayConsumerMin: 8192,
 		MaxStreamsPerUser: 64,
 		UserStreamRate:    2,
 		UserStreamBurst:   20,
@@ -331,6 +337,7 @@ func (c *Config) setValueDefaults() {
 	setDefault(&c.QueueBytes, d.QueueBytes)
 	setDefault(&c.ReplayBatch, d.ReplayBatch)
 	setDefault(&c.ReplayBytes, d.ReplayBytes)
+	setDefault(&c.ReplayConsumerMin, d.ReplayConsumerMin)
 	setDefault(&c.MaxReplays, d.MaxReplays)
 	setDefault(&c.RingEvents, d.RingEvents)
 	setDefault(&c.RingBytes, d.RingBytes)
@@ -371,6 +378,8 @@ func (c *Config) check() error {
 		return invalid("ReplayBatch", c.ReplayBatch, positive)
 	case c.ReplayBytes < 1:
 		return invalid("ReplayBytes", c.ReplayBytes, positive)
+	case c.ReplayConsumerMin < -1:
+		return invalid("ReplayConsumerMin", c.ReplayConsumerMin, "must be positive, or -1 for never")
 	case c.RingEvents < -1:
 		return invalid("RingEvents", c.RingEvents, "want a positive count, or -1 for no ring")
 	case c.RingBytes < 1:

@@ -3,6 +3,7 @@ package relay
 import (
 	"context"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -46,7 +47,7 @@ func (e *clusterEnv) consumerNode() string {
 			return false
 		}
 		for info := range s.ListConsumers(ctx).Info() {
-			if info.Cluster != nil && info.Cluster.Leader != "" {
+			if info.Cluster != nil && info.Cluster.Leader != "" && !strings.HasPrefix(info.Name, replayConsumerPrefix) {
 				node = info.Cluster.Leader
 				return true
 			}

@@ -16,11 +16,13 @@ import (
 
 // Where a replay read its events: the label of the replay metrics.
 const (
-	sourceRing  = 0 // the in-memory ring only
-	sourceStore = 1 // the store, for some or all of them
+	sourceRing     = 0 // the in-memory ring only
+	sourceStore    = 1 // the store, for some or all of them (Direct Get)
+	sourceConsumer = 2 // the store, most of it through a short-lived consumer
+	numSources     = 3
 )
 
-var sourceNames = [2]string{sourceRing: "ring", sourceStore: "store"}
+var sourceNames = [numSources]string{sourceRing: "ring", sourceStore: "store", sourceConsumer: "consumer"}
 
 // dispatchBuckets span a delivery on one host (well under a millisecond) to
 // a relay seconds behind its stream (a NATS outage, a slow consumer).
@@ -48,12 +50,13 @@ type metrics struct {
 	rejected          prometheus.Counter
 	shed              prometheus.Counter
 	storeReplays      prometheus.Counter
+	consumerFallbacks prometheus.Counter
 	published         prometheus.Counter
 	pubErrors         prometheus.Counter
 
-	replays      [2]prometheus.Counter  // by source
-	replayed     [2]prometheus.Counter  // events, by source
-	replayTime   [2]prometheus.Observer // by source
+	replays      [numSources]prometheus.Counter  // by source
+	replayed     [numSources]prometheus.Counter  // events, by source
+	replayTime   [numSources]prometheus.Observer // by source
 	resetGone    prometheus.Counter
 	resetUnknown prometheus.Counter
 	publishes    *prometheus.CounterVec // POST /v1/publish requests by status code
@@ -107,11 +110,12 @@ func newMetrics() *metrics {
 	m.overflows = counter("sserelay_queue_overflows_total", "Slow clients whose queue overflowed and who caught up from the store.")
 	m.rejected = counter("sserelay_streams_rejected_total", "Stream requests refused with a 4xx status.")
 	m.shed = counter("sserelay_streams_shed_total", "Stream requests asked to retry later because MaxStreams streams were open.")
+	m.consumerFallbacks = counter("sserelay_replay_consumer_fallbacks_total", "Long catch-ups that could not create or use a short-lived consumer to read the store and read it with Direct Get instead.")
 	m.storeReplays = counter("sserelay_store_replays_total", "Replays (stream catch-ups and poll=1 requests) that read the store because the in-memory ring did not hold their position.")
 	m.published = counter("sserelay_published_total", "Events published through POST /v1/publish.")
 	m.pubErrors = counter("sserelay_publish_errors_total", "POST /v1/publish requests that failed after validation.")
 
-	replays := vec("sserelay_replays_total", "Stream catch-ups (resumes with Last-Event-ID, queue overflows) that replayed events, by source: ring (memory only) or store.", "source")
+	replays := vec("sserelay_replays_total", "Stream catch-ups (resumes with Last-Event-ID, queue overflows) that replayed events, by source: ring (memory only), store (Direct Get) or consumer (a long read of the store through a short-lived JetStream consumer).", "source")
 	replayed := vec("sserelay_events_replayed_total", "Events sent by stream catch-ups, by the source they came from.", "source")
 	replayTime := prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "sserelay_replay_duration_seconds",
@@ -227,18 +231,22 @@ func (m *metrics) consumerReplaced(reason string) { m.replaced.WithLabelValues(r
 type replayStats struct {
 	ring, store int  // events emitted from each
 	readStore   bool // the ring did not hold the whole range
+	consumer    bool // ... and it read the store through a consumer
 }
 
 // caughtUp records one stream catch-up that took since start.
 func (m *metrics) caughtUp(st replayStats, start time.Time) {
-	src := sourceRing
+	src, store := sourceRing, sourceStore
+	if st.consumer {
+		store = sourceConsumer
+	}
 	if st.readStore {
-		src = sourceStore
+		src = store
 	}
 	m.replays[src].Inc()
 	m.replayTime[src].Observe(time.Since(start).Seconds())
 	m.replayed[sourceRing].Add(float64(st.ring))
-	m.replayed[sourceStore].Add(float64(st.store))
+	m.replayed[store].Add(float64(st.store))
 }
 
 // countPublish counts a POST /v1/publish answered with status: the

@@ -30,11 +30,12 @@ func BenchmarkResume1k(b *testing.B)   { benchResume(b, 1_000) }
 func BenchmarkResume100k(b *testing.B) { benchResume(b, 100_000) }
 
 func benchResume(b *testing.B, n int) {
-	b.Run("store", func(b *testing.B) { benchResumeFrom(b, n, false) })
-	b.Run("ring", func(b *testing.B) { benchResumeFrom(b, n, true) })
+	b.Run("store", func(b *testing.B) { benchResumeFrom(b, n, false, 0) })
+	b.Run("store-direct", func(b *testing.B) { benchResumeFrom(b, n, false, -1) })
+	b.Run("ring", func(b *testing.B) { benchResumeFrom(b, n, true, 0) })
 }
 
-func benchResumeFrom(b *testing.B, n int, ring bool) {
+func benchResumeFrom(b *testing.B, n int, ring bool, consumerMin int) {
 	pad := strings.Repeat("x", 100)
 	gen := func(i int) *nats.Msg {
 		if i%2 == 0 {
@@ -45,6 +46,7 @@ func benchResumeFrom(b *testing.B, n int, ring bool) {
 	var seqs []uint64
 	opts := []envOption{withConfig(func(c *Config) {
 		c.WriteTimeout = time.Minute
+		c.ReplayConsumerMin = consumerMin
 		if ring {
 			c.RingEvents = 4 * n
 			c.RingBytes = 1 << 30
@@ -96,9 +98,15 @@ func benchResumeFrom(b *testing.B, n int, ring bool) {
 	b.ReportMetric(float64(events)/elapsed.Seconds(), "events/s")
 	b.ReportMetric(float64(after.Mallocs-before.Mallocs)/float64(events), "allocs/event")
 	b.ReportMetric(float64(after.TotalAlloc-before.TotalAlloc)/float64(events), "B/event")
-	if m := testutil.ToFloat64(e.relay.metrics.replayed[sourceRing]) + testutil.ToFloat64(e.relay.metrics.replayed[sourceStore]); m == 0 {
+	var m float64
+	for _, c := range e.relay.metrics.replayed {
+		m += testutil.ToFloat64(c)
+	}
+	if m == 0 {
 		b.Fatal("no event was replayed")
 	}
+	b.ReportMetric(testutil.ToFloat64(e.relay.metrics.consumerFallbacks), "fallbacks")
+	b.ReportMetric(testutil.ToFloat64(e.relay.metrics.replayed[sourceConsumer])/m, "consumer-share")
 }
 
 // scanEvents reads the relay's events from br with no allocation per

@@ -120,6 +120,7 @@ func (rd *storeReader) onReply(m *nats.Msg) {
 			c.next = ls + 1
 		}
 		pending, _ := strconv.ParseUint(m.Header.Get("Nats-Num-Pending"), 10, 64)
+		c.pending = pending
 		c.finishLocked(c.more && pending > 0 && c.next <= c.to, nil)
 	default:
 		c.finishLocked(false, fmt.Errorf("direct get %s from %d: status %s %s", c.subject, c.from, status, m.Header.Get("Description")))
@@ -143,6 +144,8 @@ type subjectCursor struct {
 	from     uint64 // where the request in flight started
 	next     uint64 // first sequence not read yet
 	more     bool   // the store may hold more matching events up to to
+	pending  uint64 // matching events after the last batch, as its end said
+	probe    bool   // the next request is the first of a catch-up that may use a consumer
 	inflight bool
 	filling  []readEvent // the batch being received
 	ready    []readEvent // a received batch the merge has not taken
@@ -228,9 +231,47 @@ func (c *subjectCursor) take(ctx context.Context, timer *time.Timer) error {
 	}
 }
 
+// resumeAt returns the first sequence the cursor has not read.
+func (c *subjectCursor) resumeAt() uint64 {
+	c.rd.mu.Lock()
+	defer c.rd.mu.Unlock()
+	return c.next
+}
+
+// cut drops the events from start on and reads no further: another cursor
+// reads them.
+func (c *subjectCursor) cut(start uint64) {
+	i := c.pos
+	for i < len(c.buf) && c.buf[i].seq < start {
+		i++
+	}
+	clear(c.buf[i:])
+	c.buf, c.done = c.buf[:i], true
+}
+
+// readAhead turns prefetch on and asks for the next batch now.
+func (c *subjectCursor) readAhead() error {
+	c.rd.mu.Lock()
+	defer c.rd.mu.Unlock()
+	c.prefetch = true
+	if c.done || c.inflight || c.hasReady {
+		return nil
+	}
+	return c.requestLocked()
+}
+
+// probeBatch bounds the first batch of a catch-up that may go on through a
+// consumer.
+const probeBatch = 256
+
 // requestLocked asks for the next batch, of at most ReplayBatch events.
 func (c *subjectCursor) requestLocked() error {
 	size := c.rd.r.cfg.ReplayBatch
+	if c.probe {
+		// The first batch of a catch-up tells how much is pending: a long
+		// read goes on through a consumer, and reads little more here.
+		size, c.probe = min(size, probeBatch), false
+	}
 	if span := c.to - c.next + 1; span < uint64(size) {
 		size = int(span)
 	}
@@ -261,11 +302,16 @@ func (c *subjectCursor) addLocked(m *nats.Msg) {
 		c.more = false // past the handover point: the queue has the rest
 		return
 	}
+	c.filling = append(c.filling, c.rd.r.readEvent(seq, m))
+}
+
+// readEvent reads the event m of the store carries.
+func (r *Relay) readEvent(seq uint64, m *nats.Msg) readEvent {
 	ev := readEvent{storedEvent: storedEvent{seq: seq, event: m.Header.Get(HeaderEvent), data: m.Data},
 		connUser: m.Header.Get(HeaderConnectionUser)}
-	ev.connID = exclusionID(m.Header.Get(HeaderConnectionID), ev.connUser, c.rd.r.cfg.ExclusionWithoutUser)
+	ev.connID = exclusionID(m.Header.Get(HeaderConnectionID), ev.connUser, r.cfg.ExclusionWithoutUser)
 	ev.bad = ev.event != "" && !sse.SafeEventName(ev.event)
-	c.filling = append(c.filling, ev)
+	return ev
 }
 
 // finishLocked ends the batch in flight and hands it to the merge.
