@@ -162,7 +162,7 @@ func (s *session) writeDirect(f *frame) {
 func (s *session) writeRaw(b []byte) {
 	n := 0
 	err := s.raw.Control(func(fd uintptr) {
-		n, _ = syscall.Write(int(fd), b) // EAGAIN or an error: n < 0, the session finds out
+		n = rawWrite(int(fd), b) // EAGAIN or an error: n < 0, the session finds out
 	})
 	if err != nil || n < 0 {
 		n = 0
