@@ -96,3 +96,27 @@ func checkDecodePublish(t *testing.T, body []byte) {
 		t.Fatalf("%q: payload %q, encoding/json's %q", body, data, wantData)
 	}
 }
+
+// BenchmarkDecodePublish is the reading of bench's publish body: by
+// decodePublish (what parsePublish does), and by encoding/json and
+// PublishRequest.payload (what it did, and still does for other shapes).
+func BenchmarkDecodePublish(b *testing.B) {
+	body := []byte(`{"app_id":"bench","feed":"f17","data":{"t":1764645000000000000,"n":12345}}`)
+	b.Run("plain", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			var p PublishRequest
+			if _, ok := decodePublish(body, &p); !ok {
+				b.Fatal("declined")
+			}
+		}
+	})
+	b.Run("encoding-json", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, _, ok := slowDecodePublish(body); !ok {
+				b.Fatal("refused")
+			}
+		}
+	})
+}
