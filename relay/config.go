@@ -69,7 +69,7 @@ type Config struct {
 	// ReplayConsumerMin: a catch-up whose first Direct Get batch of a
 	// subject leaves more than this many of its events in the store reads
 	// them through a short-lived JetStream consumer instead, about 40% less
-	// CPU per event (default 8192; -1: never).
+	// CPU per event (default 4096; -1: never).
 	ReplayConsumerMin int
 	// RingEvents and RingBytes bound the recent events kept in memory to
 	// serve resumes without reading the store (default 262144 events,
@@ -210,7 +210,7 @@ func DefaultConfig() Config {
 		BodyTimeout:     10 * time.Second,
 		PollPageBytes:   1 << 20,
 
-		ReplayConsumerMin: 8192,
+		ReplayConsumerMin: 4096,
 		MaxStreamsPerUser: 64,
 		UserStreamRate:    2,
 		UserStreamBurst:   20,

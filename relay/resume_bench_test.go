@@ -47,6 +47,7 @@ func benchResumeFrom(b *testing.B, n int, ring bool, consumerMin int) {
 	opts := []envOption{withConfig(func(c *Config) {
 		c.WriteTimeout = time.Minute
 		c.ReplayConsumerMin = consumerMin
+		c.UserStreamRate = -1 // one stream per iteration: -benchtime=20x would pass the burst
 		if ring {
 			c.RingEvents = 4 * n
 			c.RingBytes = 1 << 30
