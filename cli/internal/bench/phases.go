@@ -42,11 +42,17 @@ func (r *runner) idlePhase(ctx context.Context, rep *Report) []*stream {
 	}
 	if rl.PID > 0 {
 		rl.RSSIdleKiB, _ = procRSS(rl.PID)
+		rl.RSSAnonIdleKiB, _ = procStatus(rl.PID, "RssAnon")
+		rl.RSSPeakKiB, _ = procStatus(rl.PID, "VmHWM")
 		rl.ThreadsIdle, _ = procStatus(rl.PID, "Threads")
 		if cs.Connected > 0 {
 			rl.RSSPerStreamKiB = float64(rl.RSSIdleKiB-rl.RSSBaselineKiB) / float64(cs.Connected)
+			if rl.RSSAnonBaselineKiB > 0 && rl.RSSAnonIdleKiB > 0 {
+				rl.RSSAnonPerStreamKiB = float64(rl.RSSAnonIdleKiB-rl.RSSAnonBaselineKiB) / float64(cs.Connected)
+			}
 		}
-		r.logf("relay RSS %.1f MiB idle with %d streams (%.1f KiB per stream)", float64(rl.RSSIdleKiB)/1024, cs.Connected, rl.RSSPerStreamKiB)
+		r.logf("relay RSS %.1f MiB idle with %d streams (%.1f KiB per stream, %.1f KiB anonymous; peak %.1f MiB)",
+			float64(rl.RSSIdleKiB)/1024, cs.Connected, rl.RSSPerStreamKiB, rl.RSSAnonPerStreamKiB, float64(rl.RSSPeakKiB)/1024)
 	}
 	return main
 }

@@ -126,19 +126,26 @@ type relayMetrics struct {
 
 // relayReport is the relay process, when its pid is known.
 type relayReport struct {
-	PID              int        `json:"pid,omitempty"`
-	OpenFilesLimit   string     `json:"open_files_limit,omitempty"`
-	OpenStreams      int64      `json:"open_streams_after_connect"` // its sserelay_open_streams gauge
-	RSSBaselineKiB   int64      `json:"rss_baseline_kib,omitempty"`
-	RSSIdleKiB       int64      `json:"rss_idle_kib,omitempty"`
-	RSSEndKiB        int64      `json:"rss_end_kib,omitempty"`
-	RSSPerStreamKiB  float64    `json:"rss_per_idle_stream_kib,omitempty"`
-	ThreadsIdle      int64      `json:"threads_idle,omitempty"`
-	GoroutinesBase   int64      `json:"goroutines_baseline,omitempty"` // its sserelay_goroutines gauge
-	GoroutinesIdle   int64      `json:"goroutines_idle,omitempty"`
-	PublishCPU       *cpuWindow `json:"publish_cpu,omitempty"` // first publish to last delivery
-	CPUPerEventUs    float64    `json:"cpu_per_event_us,omitempty"`
-	CPUPerDeliveryUs float64    `json:"cpu_per_delivery_us,omitempty"`
+	PID             int     `json:"pid,omitempty"`
+	OpenFilesLimit  string  `json:"open_files_limit,omitempty"`
+	OpenStreams     int64   `json:"open_streams_after_connect"` // its sserelay_open_streams gauge
+	RSSBaselineKiB  int64   `json:"rss_baseline_kib,omitempty"`
+	RSSIdleKiB      int64   `json:"rss_idle_kib,omitempty"`
+	RSSEndKiB       int64   `json:"rss_end_kib,omitempty"`
+	RSSPerStreamKiB float64 `json:"rss_per_idle_stream_kib,omitempty"`
+	// The anonymous part of the RSS (the heap, stacks, the runtime's own),
+	// without the executable's pages: those are paged in by the first
+	// streams once, not per stream, yet count in RSSPerStreamKiB.
+	RSSAnonBaselineKiB  int64      `json:"rss_anon_baseline_kib,omitempty"`
+	RSSAnonIdleKiB      int64      `json:"rss_anon_idle_kib,omitempty"`
+	RSSAnonPerStreamKiB float64    `json:"rss_anon_per_idle_stream_kib,omitempty"`
+	RSSPeakKiB          int64      `json:"rss_peak_kib,omitempty"` // VmHWM when idle: the connects' high-water mark
+	ThreadsIdle         int64      `json:"threads_idle,omitempty"`
+	GoroutinesBase      int64      `json:"goroutines_baseline,omitempty"` // its sserelay_goroutines gauge
+	GoroutinesIdle      int64      `json:"goroutines_idle,omitempty"`
+	PublishCPU          *cpuWindow `json:"publish_cpu,omitempty"` // first publish to last delivery
+	CPUPerEventUs       float64    `json:"cpu_per_event_us,omitempty"`
+	CPUPerDeliveryUs    float64    `json:"cpu_per_delivery_us,omitempty"`
 }
 
 // resumeReport is --resume-missed: one client catching up K events.
@@ -254,7 +261,7 @@ func (r *Report) WriteText(w io.Writer) error {
 			row("pid", "%d  open files limit %s  threads %d", rl.PID, rl.OpenFilesLimit, rl.ThreadsIdle)
 			row("RSS", "baseline %.1f MiB  idle %.1f MiB  end %.1f MiB", float64(rl.RSSBaselineKiB)/1024, float64(rl.RSSIdleKiB)/1024, float64(rl.RSSEndKiB)/1024)
 			if rl.RSSPerStreamKiB > 0 {
-				row("RSS per idle stream", "%.1f KiB", rl.RSSPerStreamKiB)
+				row("RSS per idle stream", "%.1f KiB (anonymous %.1f KiB; peak RSS %.1f MiB)", rl.RSSPerStreamKiB, rl.RSSAnonPerStreamKiB, float64(rl.RSSPeakKiB)/1024)
 			}
 		}
 		row("open streams", "%d (relay gauge after connect)", rl.OpenStreams)

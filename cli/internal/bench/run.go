@@ -185,6 +185,7 @@ func (r *runner) setUp(ctx context.Context, rep *Report) error {
 		runtime.GC()
 		time.Sleep(200 * time.Millisecond)
 		rl.RSSBaselineKiB, _ = procRSS(pid)
+		rl.RSSAnonBaselineKiB, _ = procStatus(pid, "RssAnon")
 	}
 	if m, ok := r.scrape(); ok {
 		rep.Relay.GoroutinesBase = int64(m["sserelay_goroutines"])
