@@ -40,9 +40,20 @@ func TestTokenCache(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Used once, a token is only noted: most stream tokens are never seen again.
+	if _, ok := c.m[keyOf(tok)]; ok || len(c.once) != 1 {
+		t.Fatalf("after one use: cached %v, %d noted; want not cached, 1 noted", ok, len(c.once))
+	}
+	second, err := c.Verify(tok)
+	if err != nil || second == first {
+		t.Fatalf("second Verify = %p, %v; want claims verified again, not %p", second, err, first)
+	}
 	again, err := c.Verify(tok)
-	if err != nil || again != first {
-		t.Fatalf("second Verify = %p, %v; want the cached %p", again, err, first)
+	if err != nil || again != second {
+		t.Fatalf("third Verify = %p, %v; want the cached %p", again, err, second)
+	}
+	if len(c.once) != 0 {
+		t.Fatalf("a cached token is still noted (%d notes)", len(c.once))
 	}
 	if _, err := c.Verify(tok + "x"); err == nil {
 		t.Fatal("a bad signature passed")
@@ -53,22 +64,27 @@ func TestTokenCache(t *testing.T) {
 
 	// A cached token still expires on time.
 	soon := cacheToken(t, "bob", func(cl *Claims) { cl.ExpiresAt = jwt.NewNumericDate(time.Now().Add(1100 * time.Millisecond)) })
-	if _, err := c.Verify(soon); err != nil {
-		t.Fatal(err)
+	for range 2 {
+		if _, err := c.Verify(soon); err != nil {
+			t.Fatal(err)
+		}
 	}
 	time.Sleep(time.Until(time.Unix(0, c.m[keyOf(soon)].until)) + 50*time.Millisecond)
 	if _, err := c.Verify(soon); err == nil {
 		t.Fatal("an expired token passed from the cache")
 	}
 
-	// The cache stays within its size.
+	// The cache and the notes stay within the size.
 	for i := range 20 {
-		if _, err := c.Verify(cacheToken(t, "u"+strconv.Itoa(i))); err != nil {
-			t.Fatal(err)
+		tok := cacheToken(t, "u"+strconv.Itoa(i))
+		for range 1 + i%2 { // half of them used twice
+			if _, err := c.Verify(tok); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
-	if len(c.m) > 4 {
-		t.Fatalf("cache holds %d tokens, limit 4", len(c.m))
+	if len(c.m) > 4 || len(c.once) > 4 {
+		t.Fatalf("cache holds %d tokens and %d notes, limit 4", len(c.m), len(c.once))
 	}
 	if v := NewCache(cacheVerifier(t), -1); v == nil {
 		t.Fatal("a disabled cache must return the verifier itself")
