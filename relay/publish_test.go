@@ -375,6 +375,27 @@ func TestPublishFeedGrant(t *testing.T) {
 	wantSeq(t, e.post(t, everything, body("other", "bob")))
 }
 
+// TestPublishWaitOutlivesBodyTimeout: the body's read deadline
+// (BodyTimeout) ends with the body, so an acknowledgement slower than it
+// still gets its 200. A deadline left on the connection would fail
+// net/http's background read, which cancels the request: a 503.
+func TestPublishWaitOutlivesBodyTimeout(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, withRelayProxy(), withConfig(func(c *Config) {
+		c.BodyTimeout, c.PublishTimeout = 200*time.Millisecond, 20*time.Second
+	}))
+	tok := token(t, "alice", claimPublish("demo"))
+	e.proxy.hold() // the acknowledgement waits on its way back
+	released := make(chan struct{})
+	go func() {
+		defer close(released)
+		time.Sleep(700 * time.Millisecond) // past three body timeouts
+		e.proxy.release()
+	}()
+	wantSeq(t, e.post(t, tok, `{"app_id":"demo","feed":"alice","data":"slow ack"}`))
+	<-released
+}
+
 // TestPublishErrorMayBeStored: a publish answered with an error can still
 // have been stored, and is then delivered: here the acknowledgement is held
 // on its way back (the publish reached NATS) until the publish times out.
