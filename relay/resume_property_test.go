@@ -62,7 +62,14 @@ func (h *openedCounter) WithGroup(string) slog.Handler { return h }
 // relay's cursor) and filter, gets exactly the events of its filter after
 // its id, in order, or a justified history-gone reset and then exactly the
 // events after it.
-func TestResumeProperty(t *testing.T) {
+func TestResumeProperty(t *testing.T) { testResumeProperty(t, -1) }
+
+// TestResumePropertyConsumer: the same through the short-lived consumers of
+// long store reads (any subject with more than one event left after its
+// first batch), trims in the middle of a read included.
+func TestResumePropertyConsumer(t *testing.T) { testResumeProperty(t, 1) }
+
+func testResumeProperty(t *testing.T, consumerMin int) {
 	opened := &openedCounter{}
 	e := newEnv(t,
 		withStream(func(o *StreamOptions) { o.MaxMsgs = propMaxMsgs }),
@@ -71,6 +78,9 @@ func TestResumeProperty(t *testing.T) {
 			c.RingEvents = propRing
 			c.WriteTimeout = time.Minute
 			c.Logger = slog.New(opened)
+			if c.ReplayConsumerMin = consumerMin; consumerMin >= 0 {
+				c.ReplayBatch = 8 // a short first batch, many pulls
+			}
 		}))
 	w := newPropWorkload(t, e)
 	sessions, final := w.run()
@@ -96,7 +106,12 @@ func TestResumeProperty(t *testing.T) {
 		replayedEvents += r.replayed
 		events += len(s.evs)
 	}
-	t.Logf("replays: %v, of which from the store: %v", e.metric("sserelay_replays_total"), e.metric("sserelay_store_replays_total"))
+	viaConsumer := e.metric(`sserelay_replays_total{source="consumer"}`)
+	t.Logf("replays: %v, of which from the store: %v, through a consumer: %v (fallbacks %v)", e.metric("sserelay_replays_total"),
+		e.metric("sserelay_store_replays_total"), viaConsumer, e.metric("sserelay_replay_consumer_fallbacks_total"))
+	if (consumerMin >= 0) != (viaConsumer > 0) {
+		t.Errorf("ReplayConsumerMin %d: %v catch-ups through a consumer", consumerMin, viaConsumer)
+	}
 	t.Logf("%d sessions %v, %d events published, stream first=%d last=%d; %d events checked, %d resumed; %d history-gone resets; "+
 		"ahead ids: %d above the cursor when chosen, %d above it at registration",
 		propSessions, kindCount, final.LastSeq, final.FirstSeq, final.LastSeq, events, replayedEvents, resets,
