@@ -554,7 +554,7 @@ func biReplaysPerUser(t *testing.T, e *testEnv) {
 	s := e.open("app_id=demo&last_event_id="+strconv.FormatUint(seq-1, 10), bearer(token(t, "other")))
 	s.MustNext(t) // connected
 	s.ExpectIDs(t, seq)
-	if n := len(e.relay.replaySlots); n > 1 {
-		t.Fatalf("%d replay slots held after the other user's resume, want the hog's 1", n)
-	}
+	// The other user's slot is given back just after its last event is
+	// written: wait for that; the hog's three catch-ups keep their one.
+	eventually(t, 10*time.Second, "the other user's slot back and the hog's one kept", func() bool { return len(e.relay.replaySlots) == 1 })
 }
