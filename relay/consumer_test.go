@@ -20,9 +20,20 @@ type clusterEnv struct {
 func newClusterEnv(t *testing.T) *clusterEnv {
 	t.Helper()
 	c := newTestCluster(t, 3)
-	e := &testEnv{t: t, stream: StreamOptions{Replicas: 3}}
 	// The relay starts on the first node and may move to any.
-	e.nc = c.connect(c.servers[0].ClientURL() + "," + c.urls())
+	e := newR3Env(t, c, c.servers[0].ClientURL()+","+c.urls())
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	e.startRelay(ctx, Config{Verifier: mustVerifier(t), Logger: testLogger(t), Keepalive: time.Hour})
+	return &clusterEnv{testEnv: e, cluster: c}
+}
+
+// newR3Env returns an environment on cluster c with the stream at three
+// replicas, whose relay (not started yet) connects to relayURLs.
+func newR3Env(t *testing.T, c *testCluster, relayURLs string) *testEnv {
+	t.Helper()
+	e := &testEnv{t: t, stream: StreamOptions{Replicas: 3}}
+	e.nc = c.connect(relayURLs)
 	e.pub = c.connect(c.urls())
 	e.js, _ = jetstream.New(e.pub)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -31,8 +42,7 @@ func newClusterEnv(t *testing.T) *clusterEnv {
 		_, err := EnsureStream(ctx, e.js, e.stream)
 		return err == nil
 	})
-	e.startRelay(ctx, Config{Verifier: mustVerifier(t), Logger: testLogger(t), Keepalive: time.Hour})
-	return &clusterEnv{testEnv: e, cluster: c}
+	return e
 }
 
 // consumerNode returns the name of the server that holds the relay's consumer.

@@ -247,16 +247,9 @@ func TestReplayConsumerFallback(t *testing.T) {
 // it is checked with Direct Get.
 func TestReplayConsumerCluster(t *testing.T) {
 	c := newTestCluster(t, 3)
-	e := &testEnv{t: t, stream: StreamOptions{Replicas: 3}}
-	e.nc = c.connect(c.urls())
-	e.pub = c.connect(c.urls())
-	e.js, _ = jetstream.New(e.pub)
+	e := newR3Env(t, c, c.urls())
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	eventually(t, 20*time.Second, "the R3 stream", func() bool {
-		_, err := EnsureStream(ctx, e.js, e.stream)
-		return err == nil
-	})
 	subjects := map[uint64]string{}
 	consumerHistory(t, e, 3000, subjects)
 	e.startRelay(ctx, Config{Verifier: mustVerifier(t), Logger: testLogger(t), Keepalive: time.Hour,
