@@ -45,6 +45,12 @@ func undecodableHeader(msg jetstream.Msg) bool {
 	return hdr > 0
 }
 
+// undecodableRawHeader is undecodableHeader for a message the relay
+// received on a subscription of its own, whose size it can ask for.
+func undecodableRawHeader(m *nats.Msg) bool {
+	return m.Header == nil && m.Size() > len(m.Subject)+len(m.Reply)+len(m.Data)
+}
+
 var natsMsgType = reflect.TypeFor[*nats.Msg]()
 
 // msgLayout is where undecodableHeader finds its fields: looked up by name
