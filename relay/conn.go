@@ -171,7 +171,7 @@ func (s *session) writeRaw(b []byte) {
 	s.touch()
 	if n < len(b) {
 		s.partial = b[n:]
-		s.kick(s.wake)
+		s.kick()
 	}
 }
 

@@ -76,7 +76,7 @@ func (s *session) enqueueFanned(f *frame, lim queueLimits) bool {
 		clear(s.queue)
 		s.queue, s.queueBytes, s.overflow = s.queue[:0], 0, true
 		s.mu.Unlock()
-		s.kick(s.wake)
+		s.kick()
 		return false
 	}
 	s.queue = append(s.queue, f)
@@ -94,7 +94,7 @@ func (s *session) enqueueFanned(f *frame, lim queueLimits) bool {
 func (s *session) writeFanned() {
 	if !s.wmu.TryLock() {
 		s.unmark()
-		s.kick(s.wake) // the holder, or a goroutine after it, finds the queue
+		s.kick() // the holder, or a goroutine after it, finds the queue
 		return
 	}
 	s.mu.Lock()
@@ -107,7 +107,7 @@ func (s *session) writeFanned() {
 	if s.overflow || len(s.partial) > 0 {
 		s.mu.Unlock()
 		s.wmu.Unlock()
-		s.kick(s.wake)
+		s.kick()
 		return
 	}
 	frames := s.queue
@@ -173,5 +173,5 @@ func (s *session) writeFramesRaw(frames []*frame) {
 		n = 0
 	}
 	s.partial = rest
-	s.kick(s.wake)
+	s.kick()
 }

@@ -39,12 +39,6 @@ type session struct {
 	fanned     bool     // handed to a fan-out goroutine, which will write the queue
 	conn       net.Conn // the taken-over connection, for hub.abortAll
 
-	// wake and ctl name the reason of a kick where it is given: the queue
-	// changed, or look at the flags and the context. They hold nothing: a
-	// kick of either sets kicked, and step does all the work whatever the
-	// reason. Two channels per stream were a fifth of an idle stream's heap.
-	wake, ctl kickKind
-
 	kicked       atomic.Bool // a kick since the last step began
 	parks        atomic.Bool // idle means no goroutine: set before the session can park
 	parked       atomic.Bool // no goroutine serves the session; kick borrows one
@@ -70,9 +64,6 @@ type session struct {
 	unsent   int    // bytes written since the last flush, counted when it succeeds
 	spare    []*frame
 }
-
-// kickKind is the type of session.wake and session.ctl.
-type kickKind struct{}
 
 // A waiter is where a session served by its own goroutine (HTTP/2, no
 // poller) sleeps between kicks; a parked session needs none.
@@ -110,13 +101,15 @@ func (s *session) enqueue(f *frame, lim queueLimits) {
 		}
 	}
 	s.mu.Unlock()
-	s.kick(s.wake)
+	s.kick()
 }
 
-// kick tells the session it has work (s.wake for the queue, s.ctl for the
-// rest). A parked session gets a goroutine; one that has a goroutine finds
-// the flag when it next waits or parks. It never blocks.
-func (s *session) kick(kickKind) {
+// kick tells the session it has work: its queue changed, or a flag or its
+// context wants a look (one flag for both, because step does all the work
+// whatever the reason; two channels per stream were a fifth of an idle
+// stream's heap). A parked session gets a goroutine; one that has a
+// goroutine finds the flag when it next waits or parks. It never blocks.
+func (s *session) kick() {
 	s.kicked.Store(true)
 	// A waiter stored after this load finds kicked set (wait).
 	if w := s.waiter.Load(); w != nil {
@@ -131,7 +124,7 @@ func (s *session) kick(kickKind) {
 }
 
 // signal wakes the writer for something other than an event.
-func (s *session) signal() { s.kick(s.ctl) }
+func (s *session) signal() { s.kick() }
 
 // take swaps the queue for an empty one. overflow means events were dropped:
 // the writer must catch up from the store.
