@@ -379,7 +379,7 @@ func (c *Config) check() error {
 	case c.ReplayBytes < 1:
 		return invalid("ReplayBytes", c.ReplayBytes, positive)
 	case c.ReplayConsumerMin < -1:
-		return invalid("ReplayConsumerMin", c.ReplayConsumerMin, "must be positive, or -1 for never")
+		return invalid("ReplayConsumerMin", c.ReplayConsumerMin, "want a positive count, or -1 for never")
 	case c.RingEvents < -1:
 		return invalid("RingEvents", c.RingEvents, "want a positive count, or -1 for no ring")
 	case c.RingBytes < 1:
