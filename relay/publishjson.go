@@ -50,21 +50,22 @@ func decodePublish(body []byte, p *PublishRequest) (payload []byte, ok bool) {
 				return nil, false
 			}
 			var f int
+			var dst *string // where a string field's value goes; nil for data
 			switch string(body[ks:ke]) {
 			case "app_id":
-				f = fieldAppID
+				f, dst = fieldAppID, &p.AppID
 			case "feed":
-				f = fieldFeed
+				f, dst = fieldFeed, &p.Feed
 			case "topic":
-				f = fieldTopic
+				f, dst = fieldTopic, &p.Topic
 			case "event":
-				f = fieldEvent
+				f, dst = fieldEvent, &p.Event
 			case "data":
 				f = fieldData
 			case "connection_id":
-				f = fieldConnectionID
+				f, dst = fieldConnectionID, &p.ConnectionID
 			case "id":
-				f = fieldID
+				f, dst = fieldID, &p.ID
 			default:
 				return nil, false // unknown, or a name encoding/json matches without regard to case
 			}
@@ -77,7 +78,7 @@ func decodePublish(body []byte, p *PublishRequest) (payload []byte, ok bool) {
 				return nil, false
 			}
 			i = skipSpace(body, i+1)
-			if f == fieldData {
+			if dst == nil {
 				end, ws, ok := skipValue(body, i, 0)
 				if !ok {
 					return nil, false
@@ -93,21 +94,7 @@ func decodePublish(body []byte, p *PublishRequest) (payload []byte, ok bool) {
 				if !ok {
 					return nil, false
 				}
-				s := string(body[vs:ve])
-				switch f {
-				case fieldAppID:
-					p.AppID = s
-				case fieldFeed:
-					p.Feed = s
-				case fieldTopic:
-					p.Topic = s
-				case fieldEvent:
-					p.Event = s
-				case fieldConnectionID:
-					p.ConnectionID = s
-				case fieldID:
-					p.ID = s
-				}
+				*dst = string(body[vs:ve])
 				i = ve + 1
 			}
 			i = skipSpace(body, i)
