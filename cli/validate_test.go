@@ -32,6 +32,7 @@ var badServeFlags = []struct {
 	{[]string{"--queue-events", "-1"}, "--queue-events -1"},
 	{[]string{"--queue-bytes", "0"}, "--queue-bytes must not be 0"},
 	{[]string{"--replay-batch", "-3"}, "--replay-batch -3"},
+	{[]string{"--request-timeout", "0s"}, "--request-timeout must not be 0"},
 	{[]string{"--replay-bytes", "-1"}, "--replay-bytes -1"},
 	{[]string{"--max-replays", "0"}, "--max-replays must not be 0"},
 	{[]string{"--ring-events", "0"}, "--ring-events must not be 0"},
