@@ -23,7 +23,7 @@ func benchFlags() []cli.Flag {
 	return []cli.Flag{
 		strFlag("url", "http://127.0.0.1:8080", "relay to measure (ignored with --spawn)"),
 		strFlag("nats-url", "nats://127.0.0.1:4222", "NATS server of that relay, for --publisher nats (ignored with --spawn)"),
-		boolFlag("spawn", "start \"sserelay serve\" as a child (embedded NATS on free loopback ports, temporary data dir) and measure it"),
+		boolFlag("spawn", "start \"sserelay serve\" as a child (HTTP and embedded NATS on loopback ports the child binds itself, temporary data dir) and measure it"),
 		&cli.StringSliceFlag{Name: "serve-arg", EnvVars: env("serve-arg"), Usage: "extra flag for the spawned relay, e.g. --serve-arg=--queue-events=1024 (repeatable)"},
 		intFlag("relay-pid", 0, "pid of the relay at --url, to report its RSS and CPU (set by --spawn)"),
 		strFlag("jwt-secret", "", "HS256 secret the relay verifies tokens with (random with --spawn when empty)"),
