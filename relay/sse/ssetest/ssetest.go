@@ -36,6 +36,7 @@ type Stream struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 	demand chan struct{} // on-demand streams: a reader waits for bytes
+	stop   chan struct{} // closed by Close: read on until the body fails
 
 	mu   sync.Mutex
 	buf  []byte
@@ -96,7 +97,7 @@ func New(r io.ReadCloser) *Stream { return start(r, func() {}, false) }
 func NewOnDemand(r io.ReadCloser) *Stream { return start(r, func() {}, true) }
 
 func start(body io.ReadCloser, cancel context.CancelFunc, onDemand bool) *Stream {
-	s := &Stream{body: body, cancel: cancel, done: make(chan struct{}), more: make(chan struct{})}
+	s := &Stream{body: body, cancel: cancel, done: make(chan struct{}), more: make(chan struct{}), stop: make(chan struct{})}
 	if onDemand {
 		s.demand = make(chan struct{}, 1)
 	}
@@ -126,7 +127,13 @@ func (s *Stream) read() {
 	b := make([]byte, size)
 	for {
 		if s.demand != nil {
-			<-s.demand
+			// After Close, no demand comes: a read of what was already
+			// buffered (the response head's reader holds some) must not
+			// leave the goroutine waiting for one.
+			select {
+			case <-s.demand:
+			case <-s.stop:
+			}
 		}
 		n, err := s.body.Read(b)
 		s.mu.Lock()
@@ -149,7 +156,7 @@ func (s *Stream) Close() {
 	s.closed.Do(func() {
 		s.cancel()
 		s.body.Close()
-		s.want() // an on-demand reader waiting for demand sees the closed body
+		close(s.stop) // an on-demand reader reads on to the closed body
 	})
 	<-s.done
 }
