@@ -68,6 +68,7 @@ func serveFlags(cfg *serveConfig) []cli.Flag {
 		intVar(&r.ReplayBatch, catResume, "replay-batch", "events read from the store per request during a resume"),
 		intVar(&r.ReplayBytes, catResume, "replay-bytes", "bytes read from the store per request during a resume"),
 		intVar(&r.ReplayConsumerMin, catResume, "replay-consumer-min", "a resume that finds more events than this of one subject in the store reads them through a short-lived JetStream consumer, cheaper per event than Direct Get (-1: never)"),
+		intVar(&r.ReplayConsumers, catResume, "replay-consumers", "the most short-lived JetStream consumers this relay's resumes hold at once, beyond which they read with Direct Get; they count against the stream's consumer limit, shared with every other relay on the stream (-1: none)"),
 		durationVar(&r.RequestTimeout, catResume, "request-timeout", "wait for each store read of a resume (a Direct Get batch, a replay consumer's creation or pull) before the stream is closed or falls back"),
 		intVar(&r.MaxReplays, catResume, "max-replays", "resumes and polls reading the store at once"),
 		intVar(&r.MaxReplaysPerUser, catResume, "max-replays-per-user", "of --max-replays, the slots one user holds at once"),

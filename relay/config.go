@@ -71,6 +71,14 @@ type Config struct {
 	// them through a short-lived JetStream consumer instead, about 40% less
 	// CPU per event (default 4096; -1: never).
 	ReplayConsumerMin int
+	// ReplayConsumers bounds the short-lived consumers this relay holds at
+	// once (default 8; -1: none); a catch-up that finds them all taken reads
+	// with Direct Get. They count against the stream's consumer limit
+	// (1,000 by default since nats-server 2.15), shared by every relay on
+	// the stream and by their live consumers: a relay that cannot create its
+	// live consumer delivers nothing. 8 are enough to keep both cores busy
+	// with catch-ups.
+	ReplayConsumers int
 	// RingEvents and RingBytes bound the recent events kept in memory to
 	// serve resumes without reading the store (default 262144 events,
 	// 64 MiB; RingEvents -1 turns it off). It grows with use.
@@ -211,6 +219,7 @@ func DefaultConfig() Config {
 		PollPageBytes:   1 << 20,
 
 		ReplayConsumerMin: 4096,
+		ReplayConsumers:   8,
 		MaxStreamsPerUser: 64,
 		UserStreamRate:    2,
 		UserStreamBurst:   20,
@@ -338,6 +347,7 @@ func (c *Config) setValueDefaults() {
 	setDefault(&c.ReplayBatch, d.ReplayBatch)
 	setDefault(&c.ReplayBytes, d.ReplayBytes)
 	setDefault(&c.ReplayConsumerMin, d.ReplayConsumerMin)
+	setDefault(&c.ReplayConsumers, d.ReplayConsumers)
 	setDefault(&c.MaxReplays, d.MaxReplays)
 	setDefault(&c.RingEvents, d.RingEvents)
 	setDefault(&c.RingBytes, d.RingBytes)
@@ -380,6 +390,8 @@ func (c *Config) check() error {
 		return invalid("ReplayBytes", c.ReplayBytes, positive)
 	case c.ReplayConsumerMin < -1:
 		return invalid("ReplayConsumerMin", c.ReplayConsumerMin, "want a positive count, or -1 for never")
+	case c.ReplayConsumers < -1:
+		return invalid("ReplayConsumers", c.ReplayConsumers, "want a positive count, or -1 for none")
 	case c.RingEvents < -1:
 		return invalid("RingEvents", c.RingEvents, "want a positive count, or -1 for no ring")
 	case c.RingBytes < 1:

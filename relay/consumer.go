@@ -152,6 +152,11 @@ func (c *liveConsumer) recreate() (jetstream.ConsumeContext, string, bool) {
 		if attempt%10 == 1 && c.ctx.Err() == nil {
 			level = slog.LevelWarn
 		}
+		if errors.Is(err, jetstream.ErrMaximumConsumersLimit) && attempt%10 == 1 {
+			// Nothing is delivered until a consumer of the stream goes away.
+			level = slog.LevelError
+			err = fmt.Errorf("%w (every relay on the stream holds one consumer and up to --replay-consumers more: raise the stream's max_consumers or lower --replay-consumers)", err)
+		}
 		c.log.Log(context.Background(), level, "creating the stream consumer", "attempt", attempt, "err", err)
 		t := time.NewTimer(wait)
 		select {

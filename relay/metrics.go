@@ -51,6 +51,7 @@ type metrics struct {
 	shed              prometheus.Counter
 	storeReplays      prometheus.Counter
 	consumerFallbacks prometheus.Counter
+	consumersBusy     prometheus.Counter
 	published         prometheus.Counter
 	pubErrors         prometheus.Counter
 
@@ -111,6 +112,7 @@ func newMetrics() *metrics {
 	m.rejected = counter("sserelay_streams_rejected_total", "Stream requests refused with a 4xx status.")
 	m.shed = counter("sserelay_streams_shed_total", "Stream requests asked to retry later because MaxStreams streams were open.")
 	m.consumerFallbacks = counter("sserelay_replay_consumer_fallbacks_total", "Long catch-ups that could not create or use a short-lived consumer to read the store and read it with Direct Get instead.")
+	m.consumersBusy = counter("sserelay_replay_consumers_busy_total", "Long catch-ups of a subject that read it with Direct Get because the relay held --replay-consumers short-lived consumers already.")
 	m.storeReplays = counter("sserelay_store_replays_total", "Replays (stream catch-ups and poll=1 requests) that read the store because the in-memory ring did not hold their position.")
 	m.published = counter("sserelay_published_total", "Events published through POST /v1/publish.")
 	m.pubErrors = counter("sserelay_publish_errors_total", "POST /v1/publish requests that failed after validation.")
@@ -168,7 +170,8 @@ func (m *metrics) register(reg prometheus.Registerer, r *Relay) error {
 			return boolFloat(r.consumer.Load().delivering())
 		}),
 		gauge("sserelay_replays_active", "Catch-ups holding one of the MaxReplays replay slots now.", func() float64 { return float64(len(r.replaySlots)) }),
-		gauge("sserelay_goroutines", "Goroutines of the process (an idle stream holds two).", func() float64 { return float64(runtime.NumGoroutine()) }),
+		gauge("sserelay_replay_consumers", "Short-lived consumers the relay's catch-ups hold on the stream now (at most --replay-consumers).", func() float64 { return float64(len(r.replayConsumers)) }),
+		gauge("sserelay_goroutines", "Goroutines of the process (an idle taken-over stream holds none on Linux).", func() float64 { return float64(runtime.NumGoroutine()) }),
 	)
 	for _, c := range all {
 		if err := reg.Register(c); err != nil {

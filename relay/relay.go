@@ -45,8 +45,11 @@ type Relay struct {
 	poller     *poller     // notices the clients of parked sessions leaving
 
 	replaySlots chan struct{}
-	limits      *limiters
-	openConns   atomic.Int64 // connections open on the relay's Listeners
+	// replayConsumers holds a token per short-lived replay consumer in use
+	// (Config.ReplayConsumers; nil: none).
+	replayConsumers chan struct{}
+	limits          *limiters
+	openConns       atomic.Int64 // connections open on the relay's Listeners
 
 	started   atomic.Bool
 	draining  atomic.Bool
@@ -100,6 +103,9 @@ func New(cfg Config) (*Relay, error) {
 		replaySlots:    make(chan struct{}, cfg.MaxReplays),
 		limits:         newLimiters(&cfg),
 		drainCh:        make(chan struct{}),
+	}
+	if cfg.ReplayConsumers > 0 {
+		r.replayConsumers = make(chan struct{}, cfg.ReplayConsumers)
 	}
 	if err := m.register(cfg.Registry, r); err != nil {
 		return nil, err

@@ -171,12 +171,15 @@ func (r *Relay) storeFirstBatches(ctx context.Context, cursors []*subjectCursor)
 				ccs = append(ccs, cc)
 				continue
 			}
-			if ctx.Err() != nil {
+			if errors.Is(err, errReplayConsumersBusy) {
+				r.metrics.consumersBusy.Add(1)
+			} else if ctx.Err() != nil {
 				closeAll(ccs)
 				return nil, err
+			} else {
+				r.log.Warn("replay: cannot read the store through a consumer, going on with direct get", "subject", c.subject, "err", err)
+				r.metrics.consumerFallbacks.Add(1)
 			}
-			r.log.Warn("replay: cannot read the store through a consumer, going on with direct get", "subject", c.subject, "err", err)
-			r.metrics.consumerFallbacks.Add(1)
 		}
 		if err := c.readAhead(); err != nil {
 			closeAll(ccs)

@@ -18,6 +18,10 @@ import (
 // store read: the read goes on with Direct Get from where it stopped.
 var errReplayConsumer = errors.New("replay consumer")
 
+// errReplayConsumersBusy: the relay holds Config.ReplayConsumers consumers
+// already; the read goes on with Direct Get, as planned, not as a failure.
+var errReplayConsumersBusy = errors.New("replay consumers all in use")
+
 // replayConsumerPrefix starts the name of every consumer a store read
 // creates, so that an operator can tell them from the relay's own.
 const replayConsumerPrefix = "sserelay_replay_"
@@ -79,6 +83,11 @@ type pullRequest struct {
 // start. Its errors wrap errReplayConsumer.
 func (rd *storeReader) newConsumerCursor(ctx context.Context, subject string, start, to uint64) (*consumerCursor, error) {
 	r := rd.r
+	select {
+	case r.replayConsumers <- struct{}{}: // nil (none allowed) blocks: default
+	default:
+		return nil, errReplayConsumersBusy
+	}
 	cc := &consumerCursor{r: r, rd: rd, subject: subject, to: to, batch: r.cfg.ReplayBatch, wake: make(chan struct{}, 1),
 		last: start - 1, lastSeq: start - 1}
 	cc.name = replayConsumerPrefix + strings.TrimPrefix(nats.NewInbox(), nats.InboxPrefix)
@@ -86,10 +95,12 @@ func (rd *storeReader) newConsumerCursor(ctx context.Context, subject string, st
 	inbox := r.cfg.Conn.NewInbox()
 	sub, err := r.cfg.Conn.Subscribe(inbox, cc.onMsg)
 	if err != nil {
+		<-r.replayConsumers
 		return nil, fmt.Errorf("%w: subscribe: %w", errReplayConsumer, err)
 	}
 	if err := sub.SetPendingLimits(-1, -1); err != nil { // bounded by the pull requests
 		_ = sub.Unsubscribe()
+		<-r.replayConsumers
 		return nil, fmt.Errorf("%w: subscribe: %w", errReplayConsumer, err)
 	}
 	cc.sub = sub
@@ -125,8 +136,13 @@ func (rd *storeReader) newConsumerCursor(ctx context.Context, subject string, st
 // removes it if the request is lost.
 func (cc *consumerCursor) close() {
 	cc.mu.Lock()
+	was := cc.closed
 	cc.closed = true
 	cc.mu.Unlock()
+	if was {
+		return
+	}
+	<-cc.r.replayConsumers // its token, taken by newConsumerCursor
 	_ = cc.sub.Unsubscribe()
 	if err := cc.r.cfg.Conn.Publish(cc.r.apiPfx+"CONSUMER.DELETE."+cc.r.cfg.Stream+"."+cc.name, nil); err != nil {
 		cc.r.log.Debug("replay: delete consumer", "consumer", cc.name, "err", err)

@@ -270,3 +270,60 @@ func TestReplayConsumerCluster(t *testing.T) {
 		t.Fatalf("%v catch-ups through a consumer, want 1 (fallbacks: %v)", n, e.metric("sserelay_replay_consumer_fallbacks_total"))
 	}
 }
+
+// TestReplayConsumersBounded: the relay holds at most ReplayConsumers
+// short-lived consumers at once, whatever the number of long catch-ups: they
+// count against the stream's consumer limit, which every relay on the
+// stream shares with its live consumer. The catch-ups that find them all
+// taken read with Direct Get, and every one delivers exactly its events.
+func TestReplayConsumersBounded(t *testing.T) {
+	t.Parallel()
+	pad := strings.Repeat("p", 1000)
+	users := []string{"alice", "bob", "carol"}
+	e := newEnv(t, withConfig(func(c *Config) {
+		c.RingEvents, c.ReplayConsumerMin, c.ReplayBatch = -1, 100, 64
+		c.ReplayConsumers = 1
+		c.WriteTimeout = time.Minute
+	}))
+	seqs := e.publishFast(t, 24000, func(i int) *nats.Msg {
+		return msg("sse.demo."+users[i%len(users)], pad+strconv.Itoa(i))
+	})
+	e.waitCursor(seqs[len(seqs)-1])
+	var streams []*sseStream
+	for _, u := range users {
+		h := bearer(token(t, u))
+		h.Set("Last-Event-ID", "0")
+		// Each holds still (8 MB to send, 64 KiB of receive buffer): its
+		// catch-up keeps whatever it reads through until it is read.
+		streams = append(streams, e.openRaw(t, "app_id=demo", h, 64<<10))
+	}
+	eventually(t, waitLong, "three catch-ups past their first store batch", func() bool {
+		return e.metric("sserelay_replays_active") == 3 &&
+			e.metric("sserelay_replay_consumers")+e.metric("sserelay_replay_consumers_busy_total") >= 3
+	})
+	if names := replayConsumers(t, e); len(names) != 1 {
+		t.Fatalf("three long catch-ups at once hold %d replay consumers (%v), want ReplayConsumers = 1", len(names), names)
+	}
+	if n := e.metric("sserelay_replay_consumers"); n != 1 {
+		t.Fatalf("sserelay_replay_consumers is %v during the catch-ups, want 1", n)
+	}
+	for i, s := range streams {
+		s.Connected(t)
+		var want []uint64
+		for j, seq := range seqs {
+			if j%len(users) == i {
+				want = append(want, seq)
+			}
+		}
+		s.ExpectIDs(t, want...)
+	}
+	if n := e.metric(`sserelay_replays_total{source="consumer"}`); n != 1 {
+		t.Fatalf("%v catch-ups read through a consumer, want 1", n)
+	}
+	if n := e.metric("sserelay_replay_consumer_fallbacks_total"); n != 0 {
+		t.Fatalf("%v fallbacks: a taken consumer is not a failure", n)
+	}
+	eventually(t, waitLong, "the replay consumer to be given back and deleted", func() bool {
+		return e.metric("sserelay_replay_consumers") == 0 && len(replayConsumers(t, e)) == 0
+	})
+}

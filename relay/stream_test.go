@@ -71,6 +71,20 @@ func TestEnsureStreamCreatesAndUpdates(t *testing.T) {
 	if info.Config.Duplicates != time.Minute {
 		t.Fatalf("duplicates = %s, want 1m", info.Config.Duplicates)
 	}
+	// An operator's raised consumer limit (README, "Relays per stream")
+	// survives the next start's update of the limits.
+	cfg := info.Config
+	cfg.MaxConsumers = 5000
+	if _, err := js.UpdateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	info, err = EnsureStream(ctx, js, StreamOptions{MaxAge: 3 * time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Config.MaxConsumers != 5000 || info.Config.MaxAge != 3*time.Hour {
+		t.Fatalf("after an update by the relay: max consumers %d, max age %s; want 5000 and 3h", info.Config.MaxConsumers, info.Config.MaxAge)
+	}
 }
 
 func TestEnsureStreamRefusesIncompatible(t *testing.T) {
