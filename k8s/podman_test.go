@@ -46,14 +46,7 @@ var (
 var bins *testkit.Binaries
 
 func TestMain(m *testing.M) {
-	b, err := testkit.NewBinaries()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	bins = b
-	code := m.Run()
-	_ = bins.Remove()
+	code := testkit.RunTests(m, &bins)
 	for _, img := range imagesBuilt {
 		_ = exec.Command("podman", "--runtime", "runc", "rmi", "-f", img).Run()
 	}
@@ -124,7 +117,7 @@ func doBuildImages(t *testing.T) error {
 	}
 	defer os.RemoveAll(tmp)
 	for _, b := range []struct{ pkg, bin, dockerfile, image string }{
-		{"github.com/sserelay/sserelay/cli/sserelay", "sserelay", filepath.Join(root, "Dockerfile"), relayImage},
+		{testkit.RelayPkg, "sserelay", filepath.Join(root, "Dockerfile"), relayImage},
 		{"./example/app", "app", filepath.Join(root, "k8s", "example", "app", "Dockerfile"), appImage},
 	} {
 		ctxDir := filepath.Join(tmp, b.bin)

@@ -208,3 +208,26 @@ func (b *Binaries) Make(name, pkg string, flags ...string) (string, error) {
 
 // Remove deletes the directory and what was built into it.
 func (b *Binaries) Remove() error { return os.RemoveAll(b.dir) }
+
+// RelayPkg is the main package of the sserelay binary.
+const RelayPkg = "github.com/sserelay/sserelay/cli/sserelay"
+
+// Relay builds the sserelay binary once per Binaries and returns its path.
+func (b *Binaries) Relay(t testing.TB) string {
+	t.Helper()
+	return b.Build(t, "sserelay", RelayPkg)
+}
+
+// RunTests is the body of TestMain for a package whose tests run built
+// programs: it sets *b to new Binaries, runs the tests, removes what was
+// built and returns the code for os.Exit (1 if there is nowhere to build).
+func RunTests(m *testing.M, b **Binaries) int {
+	bins, err := NewBinaries()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	*b = bins
+	defer bins.Remove()
+	return m.Run()
+}

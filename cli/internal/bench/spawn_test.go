@@ -23,22 +23,9 @@ import (
 // bins holds the binaries built for this run (the relay, for Spawn).
 var bins *testkit.Binaries
 
-func TestMain(m *testing.M) {
-	b, err := testkit.NewBinaries()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	bins = b
-	code := m.Run()
-	_ = bins.Remove()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(testkit.RunTests(m, &bins)) }
 
-func sserelayBin(t *testing.T) string {
-	t.Helper()
-	return bins.Build(t, "sserelay", "github.com/sserelay/sserelay/cli/sserelay")
-}
+func sserelayBin(t *testing.T) string { return bins.Relay(t) }
 
 // serveStartLines are what `sserelay serve --listen 127.0.0.1:0
 // --nats-listen 127.0.0.1:0 --log-format json --log-level info` wrote up to
