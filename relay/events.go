@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -28,10 +29,11 @@ type streamRequest struct {
 	expires time.Time
 }
 
-// parseStreamRequest authenticates and validates a stream request. On
-// failure it returns the status and message to send.
-func (r *Relay) parseStreamRequest(req *http.Request) (*streamRequest, int, string) {
-	tok, ok := auth.TokenFromRequest(req, true, true)
+// parseStreamRequest authenticates and validates a stream request, whose
+// query is q (parsed once by the caller). On failure it returns the status
+// and message to send.
+func (r *Relay) parseStreamRequest(req *http.Request, q url.Values) (*streamRequest, int, string) {
+	tok, ok := auth.TokenFromRequestQuery(req, q, true)
 	if !ok {
 		return nil, http.StatusUnauthorized, "missing token: send Authorization: Bearer, the access_token parameter or the sserelay_token cookie"
 	}
@@ -39,7 +41,6 @@ func (r *Relay) parseStreamRequest(req *http.Request) (*streamRequest, int, stri
 	if err != nil {
 		return nil, http.StatusUnauthorized, err.Error()
 	}
-	q := req.URL.Query()
 	sr := &streamRequest{claims: claims, app: q.Get("app_id"), poll: q.Get("poll") == "1"}
 	if claims.ExpiresAt != nil {
 		sr.expires = claims.ExpiresAt.Time
@@ -166,13 +167,14 @@ func (r *Relay) serveEvents(w http.ResponseWriter, req *http.Request) {
 		writeError(w, http.StatusBadRequest, "a stream request has no body")
 		return
 	}
-	poll := req.URL.Query().Get("poll") == "1"
+	q := req.URL.Query()
+	poll := q.Get("poll") == "1"
 	// Before the token is checked: a flood of bad tokens costs a map lookup.
 	if ok, wait := r.limits.ipRate.allow(r.limits.clientAddr(req), time.Now()); !ok {
 		r.refuseLimited(w, req, poll, limitIPRate, wait)
 		return
 	}
-	sr, status, msg := r.parseStreamRequest(req)
+	sr, status, msg := r.parseStreamRequest(req, q)
 	if sr == nil {
 		r.metrics.rejected.Add(1)
 		r.log.Debug("stream refused", "status", status, "error", msg, "remote", req.RemoteAddr)

@@ -46,7 +46,7 @@ func FuzzStreamRequest(f *testing.F) {
 		if lastEventID != "" {
 			req.Header.Set("Last-Event-ID", lastEventID)
 		}
-		sr, status, msg := r.parseStreamRequest(req)
+		sr, status, msg := r.parseStreamRequest(req, req.URL.Query())
 		if sr == nil {
 			if (status != http.StatusBadRequest && status != http.StatusUnauthorized && status != http.StatusForbidden) || msg == "" {
 				t.Fatalf("refused with %d %q", status, msg)

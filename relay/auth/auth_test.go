@@ -619,6 +619,12 @@ func TestTokenFromRequest(t *testing.T) {
 			if tok != tt.wantTok || ok != tt.wantOK {
 				t.Errorf("TokenFromRequest = %q, %v; want %q, %v", tok, ok, tt.wantTok, tt.wantOK)
 			}
+			if tt.allowQ {
+				// The query parsed by the caller: the same answer.
+				if tok, ok := auth.TokenFromRequestQuery(r, r.URL.Query(), tt.allowC); tok != tt.wantTok || ok != tt.wantOK {
+					t.Errorf("TokenFromRequestQuery = %q, %v; want %q, %v", tok, ok, tt.wantTok, tt.wantOK)
+				}
+			}
 		})
 	}
 }

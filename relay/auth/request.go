@@ -2,6 +2,7 @@ package auth
 
 import (
 	"net/http"
+	"net/url"
 	"strings"
 )
 
@@ -20,23 +21,51 @@ const (
 // header, and falling back to, say, a stale cookie would hide its mistake behind another identity.
 // Empty query or cookie values count as absent.
 func TokenFromRequest(r *http.Request, allowQuery, allowCookie bool) (token string, ok bool) {
-	if h, present := r.Header["Authorization"]; present {
-		if len(h) != 1 {
-			return "", false
-		}
-		scheme, tok, found := strings.Cut(h[0], " ")
-		tok = strings.TrimLeft(tok, " ")
-		if !found || !strings.EqualFold(scheme, "Bearer") || tok == "" || strings.ContainsAny(tok, " \t") {
-			return "", false
-		}
-		return tok, true
+	if tok, present := authorization(r); present {
+		return tok, tok != ""
 	}
 	if allowQuery {
 		if tok := r.URL.Query().Get(QueryParam); tok != "" {
 			return tok, true
 		}
 	}
-	if allowCookie {
+	return cookie(r, allowCookie)
+}
+
+// TokenFromRequestQuery is [TokenFromRequest] with allowQuery for a caller
+// that has parsed r's query already: query is r.URL.Query(), which is not
+// parsed again.
+func TokenFromRequestQuery(r *http.Request, query url.Values, allowCookie bool) (token string, ok bool) {
+	if tok, present := authorization(r); present {
+		return tok, tok != ""
+	}
+	if tok := query.Get(QueryParam); tok != "" {
+		return tok, true
+	}
+	return cookie(r, allowCookie)
+}
+
+// authorization returns the token of r's Authorization header, "" if the
+// header is malformed; present is false when r has none.
+func authorization(r *http.Request) (token string, present bool) {
+	h, present := r.Header["Authorization"]
+	if !present {
+		return "", false
+	}
+	if len(h) != 1 {
+		return "", true
+	}
+	scheme, tok, found := strings.Cut(h[0], " ")
+	tok = strings.TrimLeft(tok, " ")
+	if !found || !strings.EqualFold(scheme, "Bearer") || strings.ContainsAny(tok, " \t") {
+		return "", true
+	}
+	return tok, true
+}
+
+// cookie returns the token of r's cookie, if allowed.
+func cookie(r *http.Request, allowed bool) (token string, ok bool) {
+	if allowed {
 		if c, err := r.Cookie(CookieName); err == nil && c.Value != "" {
 			return c.Value, true
 		}
