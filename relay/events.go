@@ -1,8 +1,10 @@
 package relay
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"slices"
@@ -21,6 +23,7 @@ type streamRequest struct {
 	claims  *auth.Claims
 	app     string
 	feeds   []string
+	subject [1]string // feeds when the query names none: the token's subject, without a slice of its own
 	topics  []string
 	hasID   bool
 	lastID  uint64
@@ -53,7 +56,8 @@ func (r *Relay) parseStreamRequest(req *http.Request, q url.Values) (*streamRequ
 	}
 	sr.feeds = dedupe(q["feed"])
 	if len(sr.feeds) == 0 {
-		sr.feeds = []string{claims.Subject}
+		sr.subject[0] = claims.Subject
+		sr.feeds = sr.subject[:]
 	}
 	if len(sr.feeds) > r.cfg.MaxFeeds {
 		return nil, http.StatusBadRequest, "too many feeds (at most " + strconv.Itoa(r.cfg.MaxFeeds) + ")"
@@ -72,7 +76,7 @@ func (r *Relay) parseStreamRequest(req *http.Request, q url.Values) (*streamRequ
 			return nil, http.StatusBadRequest, err.Error()
 		}
 	}
-	id := req.Header.Get("Last-Event-ID")
+	id := req.Header.Get("Last-Event-Id") // the canonical form of Last-Event-ID, which Get would allocate
 	if id == "" {
 		id = q.Get("last_event_id")
 	}
@@ -103,10 +107,18 @@ func (r *Relay) parseStreamRequest(req *http.Request, q url.Values) (*streamRequ
 	return sr, 0, ""
 }
 
-// dedupe drops repeated values, keeping the first of each.
+// dedupe drops repeated values, keeping the first of each. Without
+// repeats (nearly always) it returns vals itself.
 func dedupe(vals []string) []string {
-	out := vals[:0:0]
-	for _, v := range vals {
+	i := 1
+	for i < len(vals) && !slices.Contains(vals[:i], vals[i]) {
+		i++
+	}
+	if i >= len(vals) {
+		return vals
+	}
+	out := slices.Clip(vals[:i])   // appends copy: vals stays as it is
+	for _, v := range vals[i+1:] { // vals[i] repeats one of out
 		if !slices.Contains(out, v) {
 			out = append(out, v)
 		}
@@ -211,7 +223,9 @@ func (r *Relay) serveEvents(w http.ResponseWriter, req *http.Request) {
 		return
 	}
 	s.start = r.keepalives.now()
-	r.log.Debug("stream opened", "conn", s.connID, "user", s.user, "app", sr.app, "feeds", sr.feeds, "topics", s.topics, "last_event_id", sr.lastID, "has_id", sr.hasID, "cursor", c)
+	if r.log.Enabled(context.Background(), slog.LevelDebug) { // the arguments were allocations on every stream
+		r.log.Debug("stream opened", "conn", s.connID, "user", s.user, "app", sr.app, "feeds", sr.feeds, "topics", s.topics, "last_event_id", sr.lastID, "has_id", sr.hasID, "cursor", c)
+	}
 
 	setStreamHeaders(w)
 	w.Header().Set("X-Connection-Id", sr.connID)

@@ -181,3 +181,25 @@ func TestEventsOverlappingFilterOnce(t *testing.T) {
 		})
 	}
 }
+
+// TestDedupe: the first of each value, in order, and the caller's slice
+// unchanged (it is the parsed query's).
+func TestDedupe(t *testing.T) {
+	for _, tc := range []struct{ in, want []string }{
+		{nil, nil},
+		{[]string{"a"}, []string{"a"}},
+		{[]string{"a", "b", "c"}, []string{"a", "b", "c"}},
+		{[]string{"a", "a"}, []string{"a"}},
+		{[]string{"a", "b", "a", "c", "b", "d"}, []string{"a", "b", "c", "d"}},
+		{[]string{"a", "b", "b", "b"}, []string{"a", "b"}},
+		{[]string{"", "x", ""}, []string{"", "x"}},
+	} {
+		in := slices.Clone(tc.in)
+		if got := dedupe(in); !slices.Equal(got, tc.want) {
+			t.Errorf("dedupe(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+		if !slices.Equal(in, tc.in) {
+			t.Errorf("dedupe(%q) changed its argument to %q", tc.in, in)
+		}
+	}
+}

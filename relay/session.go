@@ -375,6 +375,9 @@ func (s *session) finish(err error) {
 	r.hub.unregister(s)
 	reason := reasonOf(err, r.aborted.Load())
 	r.metrics.closed[reason].Inc()
+	if !r.log.Enabled(context.Background(), reason.level()) {
+		return // the arguments were allocations on every stream
+	}
 	args := []any{"conn", s.connID, "user", s.user, "reason", reason.String(), "last_sent", s.lastSent, "duration", time.Duration(r.keepalives.now() - s.start).Round(time.Millisecond)}
 	if err != nil && err != error(reason) {
 		args = append(args, "err", err)
