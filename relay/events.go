@@ -139,17 +139,24 @@ func parseSeq(s string) (uint64, error) {
 	return strconv.ParseUint(s, 10, 64)
 }
 
-func setStreamHeaders(w http.ResponseWriter) {
+// setStreamHeaders sets the headers of a stream's response, and
+// X-Connection-Id unless connID is "". What Header.Set would store, with
+// the values in one array (a slice each was an allocation each): capped
+// slices, so that a later Add copies.
+func setStreamHeaders(w http.ResponseWriter, connID string) {
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-cache")
 	h.Set("X-Accel-Buffering", "no")
+	if connID != "" {
+		h.Set("X-Connection-Id", connID)
+	}
 }
 
 // sendAway answers an EventSource that should come back later: browsers
 // give up for good on any status but 200, so 200 with a retry hint and a close.
 func (r *Relay) sendAway(w http.ResponseWriter, reason string) {
-	setStreamHeaders(w)
+	setStreamHeaders(w, "")
 	w.WriteHeader(http.StatusOK)
 	b := sse.AppendComment(nil, reason)
 	_, _ = w.Write(appendRetry(b, r.retryHint()))
@@ -227,12 +234,9 @@ func (r *Relay) serveEvents(w http.ResponseWriter, req *http.Request) {
 		r.log.Debug("stream opened", "conn", s.connID, "user", s.user, "app", sr.app, "feeds", sr.feeds, "topics", s.topics, "last_event_id", sr.lastID, "has_id", sr.hasID, "cursor", c)
 	}
 
-	setStreamHeaders(w)
-	w.Header().Set("X-Connection-Id", sr.connID)
-	first := r.connected(sr, c)
-	rc := http.NewResponseController(w)
+	setStreamHeaders(w, sr.connID)
 	if !r.cfg.NoHijack && req.ProtoMajor == 1 {
-		if conn, brw, err := rc.Hijack(); err == nil {
+		if conn, brw, err := http.NewResponseController(w).Hijack(); err == nil {
 			if brw.Reader.Buffered() > 0 {
 				// Bytes after the request (pipelined, or a body without a
 				// length): a protocol violation, as in serveConn.
@@ -240,23 +244,66 @@ func (r *Relay) serveEvents(w http.ResponseWriter, req *http.Request) {
 				s.finish(closeProtocolViolation)
 				return
 			}
+			head := r.appendConnected(responseHead(w.Header(), connectedLen(sr)), sr, c)
 			// The stream outlives this handler: net/http's goroutine,
 			// buffers and request state are released when it returns.
-			go s.serveConn(conn, responseHead(w.Header(), first), sr, c)
+			go s.serveConn(conn, head, sr, c)
 			return
 		}
 	}
-	s.serveHTTP(req.Context(), w, rc, first, sr, c)
+	first := r.appendConnected(make([]byte, 0, connectedLen(sr)), sr, c)
+	s.serveHTTP(req.Context(), w, http.NewResponseController(w), first, sr, c)
 }
 
-// connected returns the first bytes of a stream: the retry hint and the
-// connected event, which carries id c when the client sent no id, so that a
-// client that gets nothing else still resumes from there.
-func (r *Relay) connected(sr *streamRequest, c uint64) []byte {
-	hello, _ := json.Marshal(map[string]string{"connection_id": sr.connID, "user": sr.claims.Subject, "app_id": sr.app})
-	b := appendRetry(nil, r.cfg.Retry.Milliseconds()) // a field of the connected event's block
+// appendConnected appends the first bytes of a stream: the retry hint and
+// the connected event, which carries id c when the client sent no id, so
+// that a client that gets nothing else still resumes from there.
+func (r *Relay) appendConnected(dst []byte, sr *streamRequest, c uint64) []byte {
+	var buf [256]byte // the data, on the stack unless the ids are long
+	hello := appendHello(buf[:0], sr.connID, sr.claims.Subject, sr.app)
+	dst = appendRetry(dst, r.cfg.Retry.Milliseconds()) // a field of the connected event's block
 	if sr.hasID {
-		return sse.AppendMessage(b, EventConnected, hello)
+		return sse.AppendMessage(dst, EventConnected, hello)
 	}
-	return sse.AppendEvent(b, c, EventConnected, hello)
+	return sse.AppendEvent(dst, c, EventConnected, hello)
+}
+
+// connectedLen is the length of appendConnected's bytes, or more; or less
+// when a string of the hello needs escapes.
+func connectedLen(sr *streamRequest) int {
+	const fields = len("retry: \nid: \nevent: \ndata: \n\n") + 2*20 + len(EventConnected)
+	return fields + helloLen + len(sr.connID) + len(sr.claims.Subject) + len(sr.app)
+}
+
+// helloLen is the length of the connected event's data with empty strings.
+const helloLen = len(`{"app_id":"","connection_id":"","user":""}`)
+
+// appendHello appends the data of the connected event: what json.Marshal
+// writes for map[string]string{"connection_id": connID, "user": user,
+// "app_id": app}, keys sorted, without the map, its reflection and its sort.
+func appendHello(dst []byte, connID, user, app string) []byte {
+	dst = append(dst, `{"app_id":`...)
+	dst = appendJSONString(dst, app)
+	dst = append(dst, `,"connection_id":`...)
+	dst = appendJSONString(dst, connID)
+	dst = append(dst, `,"user":`...)
+	dst = appendJSONString(dst, user)
+	return append(dst, '}')
+}
+
+// appendJSONString appends s as json.Marshal writes a string. Printable
+// ASCII but for '"', '\' and the HTML characters '<', '>' and '&' is
+// written as it is; any other string is left to json.Marshal, so that the
+// escapes (of those characters, control characters, invalid UTF-8, U+2028
+// and U+2029) are encoding/json's.
+func appendJSONString(dst []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c > 0x7e || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			b, _ := json.Marshal(s) // a string always encodes
+			return append(dst, b...)
+		}
+	}
+	dst = append(dst, '"')
+	dst = append(dst, s...)
+	return append(dst, '"')
 }

@@ -77,7 +77,7 @@ func (r *Relay) serveHead(w http.ResponseWriter, sr *streamRequest) {
 		w.Header().Set("Content-Type", "application/json")
 		w.Header().Set("Cache-Control", "no-store")
 	} else {
-		setStreamHeaders(w)
+		setStreamHeaders(w, "")
 	}
 	w.Header().Set("X-Connection-Id", sr.connID)
 	w.WriteHeader(http.StatusOK)

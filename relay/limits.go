@@ -345,7 +345,7 @@ func (r *Relay) sendAwayAfter(w http.ResponseWriter, reason string, wait time.Du
 	if w := wait.Milliseconds(); w > 0 {
 		ms = max(ms, w+rand.Int64N(w+1))
 	}
-	setStreamHeaders(w)
+	setStreamHeaders(w, "")
 	w.WriteHeader(http.StatusOK)
 	_, _ = w.Write(appendRetry(sse.AppendComment(nil, reason), ms))
 }
