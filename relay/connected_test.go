@@ -103,6 +103,36 @@ func TestConnectedAllocs(t *testing.T) {
 	}
 }
 
+// TestStreamHeaders: setStreamHeaders stores what Header.Set would, and an
+// Add to one header changes no other (the values share an array).
+func TestStreamHeaders(t *testing.T) {
+	for _, connID := range []string{"tab-0001-ab", ""} {
+		want := http.Header{}
+		want.Set("Content-Type", "text/event-stream")
+		want.Set("Cache-Control", "no-cache")
+		want.Set("X-Accel-Buffering", "no")
+		if connID != "" {
+			want.Set("X-Connection-Id", connID)
+		}
+		h := http.Header{}
+		setStreamHeaders(headerWriter(h), connID)
+		var got, wantB bytes.Buffer
+		_ = h.Write(&got)
+		_ = want.Write(&wantB)
+		if got.String() != wantB.String() || len(h) != len(want) {
+			t.Fatalf("headers\n%s\nwant\n%s", got.String(), wantB.String())
+		}
+		for k := range want {
+			h.Add(k, "more")
+		}
+		for k, v := range want {
+			if got := h.Values(k); len(got) != 2 || got[0] != v[0] || got[1] != "more" {
+				t.Fatalf("%s %q after an Add to each header, want %q and \"more\"", k, got, v[0])
+			}
+		}
+	}
+}
+
 // headerWriter is a ResponseWriter whose Header is h; nothing is written.
 type headerWriter http.Header
 

@@ -145,11 +145,12 @@ func parseSeq(s string) (uint64, error) {
 // slices, so that a later Add copies.
 func setStreamHeaders(w http.ResponseWriter, connID string) {
 	h := w.Header()
-	h.Set("Content-Type", "text/event-stream")
-	h.Set("Cache-Control", "no-cache")
-	h.Set("X-Accel-Buffering", "no")
+	v := []string{"text/event-stream", "no-cache", "no", connID}
+	h["Content-Type"] = v[0:1:1]
+	h["Cache-Control"] = v[1:2:2]
+	h["X-Accel-Buffering"] = v[2:3:3]
 	if connID != "" {
-		h.Set("X-Connection-Id", connID)
+		h["X-Connection-Id"] = v[3:4:4]
 	}
 }
 
