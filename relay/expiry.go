@@ -22,7 +22,11 @@ type expiries struct {
 func (e *expiries) add(s *session, t time.Time) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	heap.Push(&e.q, expiry{at: t.UnixNano(), s: s})
+	// heap.Push without its argument in an interface (an allocation per
+	// stream): append, then move up.
+	s.expIdx = int32(len(e.q))
+	e.q = append(e.q, expiry{at: t.UnixNano(), s: s})
+	heap.Fix(&e.q, len(e.q)-1)
 	e.arm()
 }
 
@@ -34,7 +38,18 @@ func (e *expiries) remove(s *session) {
 	if i < 0 || i >= len(e.q) || e.q[i].s != s {
 		return
 	}
-	heap.Remove(&e.q, i)
+	// heap.Remove without Pop's result in an interface (an allocation per
+	// stream): the last in i's place, then moved down or up.
+	n := len(e.q) - 1
+	if i != n {
+		e.q.Swap(i, n)
+	}
+	e.q[n].s.expIdx = -1
+	e.q[n] = expiry{}
+	e.q = e.q[:n]
+	if i != n {
+		heap.Fix(&e.q, i)
+	}
 	e.arm()
 }
 
