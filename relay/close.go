@@ -74,6 +74,9 @@ func storeFailed(err error) error { return &closeError{reason: closeStoreError, 
 // reasonOf classifies the error that ended a stream. aborted reports that
 // Shutdown closed the connections of the streams still open.
 func reasonOf(err error, aborted bool) closeReason {
+	if r, ok := err.(closeReason); ok {
+		return r // most ends, without the allocation of errors.As's target
+	}
 	var r closeReason
 	var ce *closeError
 	switch {
