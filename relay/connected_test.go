@@ -139,3 +139,25 @@ type headerWriter http.Header
 func (w headerWriter) Header() http.Header       { return http.Header(w) }
 func (headerWriter) Write(b []byte) (int, error) { return len(b), nil }
 func (headerWriter) WriteHeader(int)             {}
+
+// BenchmarkConnected is the first bytes of a taken-over stream, its head
+// and connected event: as serveEvents writes them (append), and as it did
+// (map: json.Marshal of a map, and a head buffer that grows).
+func BenchmarkConnected(b *testing.B) {
+	r := &Relay{cfg: Config{Retry: 2 * time.Second}}
+	sr := &streamRequest{claims: &auth.Claims{RegisteredClaims: jwt.RegisteredClaims{Subject: "user-123456"}}, app: "demo", connID: "Z3p8dJ1XqH0b5wKc9mN2Aa"}
+	h := http.Header{}
+	setStreamHeaders(headerWriter(h), sr.connID)
+	b.Run("append", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			_ = r.appendConnected(responseHead(h, connectedLen(sr)), sr, 1234567)
+		}
+	})
+	b.Run("map", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			_ = mapResponseHead(h, mapConnected(r, sr, 1234567))
+		}
+	})
+}
