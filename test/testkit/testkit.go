@@ -12,10 +12,13 @@ import (
 	"encoding/pem"
 	"fmt"
 	"math/big"
+	mrand "math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -127,15 +130,54 @@ func writePEM(t testing.TB, path, kind string, der []byte) {
 	}
 }
 
-// FreeAddr returns a TCP address on 127.0.0.1 that was free a moment ago.
+// FreeAddr returns a TCP address on 127.0.0.1 that was free a moment ago,
+// for a child process or a restart that must bind a port known in advance.
+//
+// The port is taken at random below the kernel's ephemeral range, not by
+// listening on port 0: a port from that range goes back to the kernel's
+// pool when the probe closes, and the next outgoing connection of any
+// process (tests open thousands) may take it before the child binds.
+// Below the range only another FreeAddr can collide, and the probe's
+// listen catches one that has bound; a process never gets a port twice.
 func FreeAddr(t testing.TB) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	lo, hi := freeRange()
+	for range 1000 {
+		port := lo + mrand.IntN(hi-lo)
+		freeMu.Lock()
+		taken := freeGiven[port]
+		freeGiven[port] = true
+		freeMu.Unlock()
+		if taken {
+			continue
+		}
+		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+		if ln, err := net.Listen("tcp", addr); err == nil {
+			ln.Close()
+			return addr
+		}
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	t.Fatalf("no free port in [%d, %d) after 1000 tries", lo, hi)
+	return ""
+}
+
+var (
+	freeMu    sync.Mutex
+	freeGiven = map[int]bool{}
+)
+
+// freeRange returns the ports FreeAddr picks from: from 10000 up to the
+// kernel's ephemeral range (ip_local_port_range, 32768 by default).
+func freeRange() (lo, hi int) {
+	lo, hi = 10000, 32768
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if n, err := strconv.Atoi(f[0]); err == nil && n > lo+1000 {
+				hi = n
+			}
+		}
+	}
+	return lo, hi
 }
 
 // FreePort is the port of FreeAddr.

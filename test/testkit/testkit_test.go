@@ -85,14 +85,26 @@ func TestWriteSelfSigned(t *testing.T) {
 	}
 }
 
+// TestFreePort: the port is free, below the kernel's ephemeral range (where
+// any outgoing connection could take it before it is bound), and never
+// handed out twice in one process, even while the first is not bound yet.
 func TestFreePort(t *testing.T) {
 	ln, err := net.Listen("tcp", FreeAddr(t))
 	if err != nil {
 		t.Fatalf("FreeAddr gave a busy address: %v", err)
 	}
 	ln.Close()
-	if p := FreePort(t); p <= 0 || p > 65535 {
-		t.Fatalf("FreePort = %d", p)
+	_, hi := freeRange()
+	seen := map[int]bool{}
+	for range 200 {
+		p := FreePort(t)
+		if p < 1024 || p >= hi {
+			t.Fatalf("FreePort = %d, want it in [1024, %d): below the ephemeral range", p, hi)
+		}
+		if seen[p] {
+			t.Fatalf("FreePort gave %d twice", p)
+		}
+		seen[p] = true
 	}
 }
 
