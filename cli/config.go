@@ -25,6 +25,9 @@ type serveConfig struct {
 
 	// DrainTimeout bounds the shutdown after SIGTERM.
 	DrainTimeout time.Duration
+	// StartTimeout bounds the wait at start-up for the stream and the
+	// relay's first consumer (a cluster electing its leaders).
+	StartTimeout time.Duration
 	// Metrics is the private port of /metrics and pprof.
 	Metrics metricsConfig
 }
@@ -78,6 +81,7 @@ func newServeConfig() *serveConfig {
 		HTTP:         httpConfig{Listen: "127.0.0.1:8080", ReadHeaderTimeout: 10 * time.Second, MaxHeaderBytes: 16 << 10},
 		Log:          logConfig{Format: "text", Level: "info"},
 		DrainTimeout: 5 * time.Second,
+		StartTimeout: 30 * time.Second,
 	}
 }
 

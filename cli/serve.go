@@ -97,7 +97,10 @@ func run(ctx context.Context, cfg *serveConfig, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	if err := r.Start(ctx); err != nil {
+	sctx, cancel := context.WithTimeoutCause(ctx, cfg.StartTimeout, fmt.Errorf("--start-timeout %s", cfg.StartTimeout))
+	err = r.Start(sctx)
+	cancel()
+	if err != nil {
 		return startErr(err)
 	}
 	h.serve(r, log)

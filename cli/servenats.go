@@ -69,7 +69,7 @@ func startNATS(ctx context.Context, cfg *serveConfig, log *slog.Logger) (_ *nats
 	if cfg.EpochIDs {
 		so.FirstSeq = relay.EpochSeq(time.Now())
 	}
-	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	sctx, cancel := context.WithTimeout(ctx, cfg.StartTimeout)
 	defer cancel()
 	info, err := relay.EnsureStream(sctx, n.js, so)
 	if err != nil {

@@ -100,6 +100,7 @@ func validate(cfg *serveConfig, flags []cli.Flag) error {
 		{"log-format", cfg.Log.Format, oneOf(cfg.Log.Format, "text", "json")},
 		{"log-level", cfg.Log.Level, checkLevel(cfg.Log.Level)},
 		{"drain-timeout", cfg.DrainTimeout, atLeast(cfg.DrainTimeout, relay.MinTimeout)},
+		{"start-timeout", cfg.StartTimeout, atLeast(cfg.StartTimeout, relay.MinTimeout)},
 		{"read-header-timeout", cfg.HTTP.ReadHeaderTimeout, atLeast(cfg.HTTP.ReadHeaderTimeout, relay.MinTimeout)},
 		{"max-header-bytes", cfg.HTTP.MaxHeaderBytes, positive(cfg.HTTP.MaxHeaderBytes)},
 	}

@@ -27,6 +27,7 @@ var badServeFlags = []struct {
 	{[]string{"--write-timeout", "-1s"}, "--write-timeout -1s"},
 	{[]string{"--publish-timeout", "0s"}, "--publish-timeout must not be 0"},
 	{[]string{"--drain-timeout", "-5s"}, "--drain-timeout -5s"},
+	{[]string{"--start-timeout", "5ms"}, "--start-timeout 5ms"},
 	{[]string{"--read-header-timeout", "0"}, "--read-header-timeout must not be 0"},
 	{[]string{"--max-header-bytes", "-1"}, "--max-header-bytes -1"},
 	{[]string{"--queue-events", "-1"}, "--queue-events -1"},

@@ -87,11 +87,17 @@ func newLiveConsumer(stream jetstream.Stream, conn *nats.Conn, filter string, lo
 	}
 }
 
-// start creates the first consumer; it fails if that fails, so that a
-// relay that cannot consume does not start. Then the lifecycle runs in a
-// goroutine until close.
+// start creates the first consumer, retrying as the lifecycle does until
+// ctx ends: a relay started while its cluster elects a meta leader, or just
+// after its stream was created, waits for it instead of failing, and a
+// relay that cannot consume by then does not start. Then the lifecycle runs
+// in a goroutine until close.
 func (c *liveConsumer) start(ctx context.Context) error {
-	cc, name, err := c.create(ctx)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := context.AfterFunc(c.ctx, cancel) // close during start
+	defer stop()
+	cc, name, err := c.createRetrying(ctx)
 	if err != nil {
 		close(c.done)
 		return err
@@ -125,8 +131,8 @@ func (c *liveConsumer) run(cc jetstream.ConsumeContext, name string) {
 		if c.replaced != nil {
 			c.replaced(reason)
 		}
-		var ok bool
-		if cc, name, ok = c.recreate(); !ok {
+		var err error
+		if cc, name, err = c.createRetrying(c.ctx); err != nil {
 			return // closed while retrying
 		}
 		c.healthy.Store(true)
@@ -140,16 +146,20 @@ func (c *liveConsumer) run(cc jetstream.ConsumeContext, name string) {
 	}
 }
 
-// recreate creates consumers until one starts or close is called.
-func (c *liveConsumer) recreate() (jetstream.ConsumeContext, string, bool) {
-	wait := 50 * time.Millisecond
+// createRetrying creates consumers until one starts or ctx ends; then it
+// returns the last creation's error.
+func (c *liveConsumer) createRetrying(ctx context.Context) (jetstream.ConsumeContext, string, error) {
+	var b backoff
 	for attempt := 1; ; attempt++ {
-		cc, name, err := c.create(c.ctx)
+		cc, name, err := c.create(ctx)
 		if err == nil {
-			return cc, name, true
+			return cc, name, nil
+		}
+		if ctx.Err() != nil {
+			return nil, "", fmt.Errorf("%w (after %d attempts: %w)", err, attempt, context.Cause(ctx))
 		}
 		level := slog.LevelDebug
-		if attempt%10 == 1 && c.ctx.Err() == nil {
+		if attempt%10 == 1 {
 			level = slog.LevelWarn
 		}
 		if errors.Is(err, jetstream.ErrMaximumConsumersLimit) && attempt%10 == 1 {
@@ -158,14 +168,28 @@ func (c *liveConsumer) recreate() (jetstream.ConsumeContext, string, bool) {
 			err = fmt.Errorf("%w (every relay on the stream holds one consumer and up to --replay-consumers more: raise the stream's max_consumers or lower --replay-consumers)", err)
 		}
 		c.log.Log(context.Background(), level, "creating the stream consumer", "attempt", attempt, "err", err)
-		t := time.NewTimer(wait)
-		select {
-		case <-c.ctx.Done():
-			t.Stop()
-			return nil, "", false
-		case <-t.C:
+		if !b.sleep(ctx) {
+			return nil, "", fmt.Errorf("%w (after %d attempts: %w)", err, attempt, context.Cause(ctx))
 		}
-		wait = min(2*wait, consumerBackoffMax)
+	}
+}
+
+// backoff paces retries: 50 ms, doubling up to consumerBackoffMax.
+type backoff struct{ wait time.Duration }
+
+// sleep waits for the next try; false if ctx ended first.
+func (b *backoff) sleep(ctx context.Context) bool {
+	if b.wait == 0 {
+		b.wait = 50 * time.Millisecond
+	}
+	t := time.NewTimer(b.wait)
+	defer t.Stop()
+	b.wait = min(2*b.wait, consumerBackoffMax)
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
 	}
 }
 

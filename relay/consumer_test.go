@@ -2,6 +2,7 @@ package relay
 
 import (
 	"context"
+	"errors"
 	"strconv"
 	"strings"
 	"sync"
@@ -225,4 +226,69 @@ func TestConsumerReplacedWhenDeleted(t *testing.T) {
 	}
 	s.ExpectIDs(t, want...)
 	s.ExpectQuiet(t, 200*time.Millisecond)
+}
+
+// TestStartWaitsForQuorum starts a relay while two of the three servers are
+// down, so that nobody can answer for the stream or create a consumer (no
+// meta leader), for longer than one try may take: Start waits and retries,
+// and once the servers are back it returns and the relay delivers. A start
+// whose context ends first fails, saying why, and leaves nothing running.
+func TestStartWaitsForQuorum(t *testing.T) {
+	c := newTestCluster(t, 3)
+	e := newR3Env(t, c, c.servers[0].ClientURL())
+	down := []string{c.servers[1].Name(), c.servers[2].Name()}
+	for _, name := range down {
+		c.stop(name)
+	}
+
+	// Past its context, Start fails with the context's cause.
+	r, err := New(Config{Conn: e.nc, Verifier: mustVerifier(t), Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cause := errors.New("test start budget")
+	ctx, cancel := context.WithTimeoutCause(context.Background(), 2*consumerCreateTimeout, cause)
+	err = r.Start(ctx)
+	cancel()
+	if !errors.Is(err, cause) {
+		t.Fatalf("Start without quorum: %v, want an error naming %q", err, cause)
+	}
+	if err := r.Shutdown(context.Background()); err != nil {
+		t.Fatalf("shutdown after a failed start: %v", err)
+	}
+
+	// With time to spare, Start outlasts the election.
+	if e.relay, err = New(Config{Conn: e.nc, Verifier: mustVerifier(t), Logger: testLogger(t), Keepalive: time.Hour}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel = context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	started := make(chan error, 1)
+	go func() { started <- e.relay.Start(ctx) }()
+	select {
+	case err := <-started:
+		t.Fatalf("Start returned %v without quorum", err)
+	case <-time.After(2 * consumerCreateTimeout):
+	}
+	for _, name := range down {
+		c.restart(name)
+	}
+	if err := <-started; err != nil {
+		t.Fatalf("Start after the servers came back: %v", err)
+	}
+	e.serveRelay()
+	s := e.open("app_id=app", bearer(token(t, "dave")))
+	s.Connected(t)
+	var seq uint64
+	eventually(t, 30*time.Second, "a publish to be acknowledged", func() bool {
+		pctx, pcancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer pcancel()
+		ack, err := e.js.Publish(pctx, "sse.app.dave", []byte("1"), jetstream.WithMsgID("d1"))
+		if err != nil {
+			return false
+		}
+		seq = ack.Sequence
+		return true
+	})
+	s.ExpectIDs(t, seq)
 }

@@ -168,6 +168,14 @@ func (e *testEnv) startRelay(ctx context.Context, cfg Config) {
 	if err := e.relay.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
+	e.serveRelay()
+}
+
+// serveRelay serves e.relay, started, on a port of its own until the test
+// ends.
+func (e *testEnv) serveRelay() {
+	t := e.t
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

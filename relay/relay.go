@@ -120,7 +120,7 @@ func (r *Relay) Start(ctx context.Context) error {
 	if !r.started.CompareAndSwap(false, true) {
 		return errors.New("relay: already started")
 	}
-	s, err := r.js.Stream(ctx, r.cfg.Stream)
+	s, err := r.lookupStream(ctx)
 	if err != nil {
 		return fmt.Errorf("relay: stream %s: %w", r.cfg.Stream, err)
 	}
@@ -138,6 +138,28 @@ func (r *Relay) Start(ctx context.Context) error {
 	r.consumer.Store(c)
 	r.log.Info("relay started", "stream", r.cfg.Stream, "cursor", info.State.LastSeq, "first_seq", info.State.FirstSeq)
 	return nil
+}
+
+// lookupStream looks the stream up, retrying until ctx ends: without a
+// meta leader (a cluster electing one) nobody answers, and one request that
+// waited for all of ctx would leave no time for the consumer. A stream that
+// does not exist is an answer, and final.
+func (r *Relay) lookupStream(ctx context.Context) (jetstream.Stream, error) {
+	var b backoff
+	for attempt := 1; ; attempt++ {
+		tctx, cancel := context.WithTimeout(ctx, consumerCreateTimeout)
+		s, err := r.js.Stream(tctx, r.cfg.Stream)
+		cancel()
+		if err == nil || errors.Is(err, jetstream.ErrStreamNotFound) {
+			return s, err
+		}
+		if attempt%10 == 1 {
+			r.log.Warn("looking up the stream", "stream", r.cfg.Stream, "attempt", attempt, "err", err)
+		}
+		if !b.sleep(ctx) {
+			return nil, fmt.Errorf("%w (after %d attempts: %w)", err, attempt, context.Cause(ctx))
+		}
+	}
 }
 
 // Ready reports whether the relay can serve: NATS connected, a consumer
