@@ -124,7 +124,10 @@ func run(ctx context.Context, cfg *serveConfig, log *slog.Logger) error {
 func shutdown(drainTimeout time.Duration, r *relay.Relay, h *httpServer, n *natsSide, log *slog.Logger) {
 	ctx, cancel := context.WithTimeout(context.Background(), drainTimeout)
 	defer cancel()
-	r.Drain()
+	// The listener stays open while streams close: new streams get their
+	// retry hint and /readyz its 503, instead of a refused connection.
+	// (Shutdown says so if they did not all close in time.)
+	_ = r.WaitDrained(ctx)
 	var errs []error
 	if err := h.shutdown(ctx); err != nil {
 		errs = append(errs, err)

@@ -195,19 +195,30 @@ func (r *Relay) Drain() {
 	})
 }
 
+// WaitDrained drains and waits for the open streams to close, or for ctx
+// to end (then it says how many are still open). The relay keeps serving
+// meanwhile: a server that stops listening only after it returns lets new
+// streams get their retry hint and readiness its answer while streams
+// close.
+func (r *Relay) WaitDrained(ctx context.Context) error {
+	r.Drain()
+	select {
+	case <-r.hub.drainedCh():
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("relay: %d streams still open: %w", r.hub.openStreams(), ctx.Err())
+	}
+}
+
 // Shutdown drains, waits for the open streams to close (or ctx to end), and
 // stops the consumer. When ctx ends first, the connections of the streams
 // still open (a client that stopped reading holds its writer until the write
 // deadline) are closed so that their goroutines end. It does not close the
 // NATS connection; publishes still waiting for their acknowledgement fail.
 func (r *Relay) Shutdown(ctx context.Context) error {
-	r.Drain()
-	done := r.hub.drainedCh()
-	var err error
-	select {
-	case <-done:
-	case <-ctx.Done():
-		err = fmt.Errorf("relay: %d streams still open: %w", r.hub.openStreams(), ctx.Err())
+	err := r.WaitDrained(ctx)
+	if err != nil {
+		done := r.hub.drainedCh()
 		r.aborted.Store(true)
 		r.hub.abortAll()
 		select {
