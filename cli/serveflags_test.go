@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -137,5 +138,21 @@ func TestServeFlagsDefaults(t *testing.T) {
 	}
 	if r.WriteTimeout != relay.DefaultConfig().WriteTimeout {
 		t.Errorf("write timeout %v, want the default", r.WriteTimeout)
+	}
+}
+
+// TestEveryFlagHasEnv: every flag of every command, not only serve's, can
+// be set by its SSERELAY_ variable (DESIGN.md: every flag also an
+// environment variable).
+func TestEveryFlagHasEnv(t *testing.T) {
+	for _, c := range NewApp().Commands {
+		for _, f := range c.Flags {
+			name := f.Names()[0]
+			want := "SSERELAY_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
+			d, ok := f.(cli.DocGenerationFlag)
+			if !ok || !slices.Contains(d.GetEnvVars(), want) {
+				t.Errorf("%s --%s: no %s", c.Name, name, want)
+			}
+		}
 	}
 }

@@ -26,18 +26,27 @@ func tokenCommand() *cli.Command {
 		Usage: "print an HS256 token for a user (for development and tests)",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "jwt-secret", EnvVars: env("jwt-secret"), Required: true, Usage: "HS256 secret the relay verifies with", Destination: &f.Secret},
-			&cli.StringFlag{Name: "sub", Required: true, Usage: "the user: their own feed", Destination: &f.Sub},
-			&cli.StringSliceFlag{Name: "app", Usage: "app id the token may use (repeatable; none = any)", Destination: &f.Apps},
-			&cli.StringSliceFlag{Name: "feed", Usage: "extra feed the token may read (repeatable)", Destination: &f.Feeds},
-			&cli.StringSliceFlag{Name: "publish", Usage: "publish grant over HTTP (repeatable): APP or * (all apps) for the feeds the token may read, APP:* or *:* for any feed (backend services)", Destination: &f.Publish},
-			&cli.DurationFlag{Name: "ttl", Value: f.TTL, Usage: "lifetime; 0 for a token without exp", Destination: &f.TTL},
-			&cli.StringFlag{Name: "iss", Usage: "issuer claim", Destination: &f.Iss},
-			&cli.StringFlag{Name: "aud", Usage: "audience claim", Destination: &f.Aud},
+			&cli.StringFlag{Name: "sub", EnvVars: env("sub"), Required: true, Usage: "the user: their own feed", Destination: &f.Sub},
+			&cli.StringSliceFlag{Name: "app", EnvVars: env("app"), Usage: "app id the token may use (repeatable; none = any)", Destination: &f.Apps},
+			&cli.StringSliceFlag{Name: "feed", EnvVars: env("feed"), Usage: "extra feed the token may read (repeatable)", Destination: &f.Feeds},
+			&cli.StringSliceFlag{Name: "publish", EnvVars: env("publish"), Usage: "publish grant over HTTP (repeatable): APP or * (all apps) for the feeds the token may read, APP:* or *:* for any feed (backend services)", Destination: &f.Publish},
+			&cli.DurationFlag{Name: "ttl", EnvVars: env("ttl"), Value: f.TTL, Usage: "lifetime; 0 for a token without exp", Destination: &f.TTL},
+			&cli.StringFlag{Name: "iss", EnvVars: env("iss"), Usage: "issuer claim", Destination: &f.Iss},
+			&cli.StringFlag{Name: "aud", EnvVars: env("aud"), Usage: "audience claim", Destination: &f.Aud},
 		},
 		Action: func(c *cli.Context) error {
+			if f.TTL < 0 {
+				// Not a token without exp, which is what 0 asks for.
+				return cli.Exit(fmt.Sprintf("--ttl %s: must not be negative (0: a token without exp)", f.TTL), ExitUsage)
+			}
+			for _, a := range f.Apps.Value() {
+				if !subject.ValidToken(a) {
+					return cli.Exit(fmt.Sprintf("--app %q: an app id is one subject token (no '.', '*', '>' or spaces)", a), ExitUsage)
+				}
+			}
 			for _, g := range f.Publish.Value() {
 				if err := checkPublishGrant(g); err != nil {
-					return cli.Exit("--publish: "+err.Error(), 2)
+					return cli.Exit("--publish: "+err.Error(), ExitUsage)
 				}
 			}
 			now := time.Now()

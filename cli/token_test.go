@@ -69,4 +69,9 @@ func TestTokenPublishShapes(t *testing.T) {
 			t.Errorf("--publish %q: minted %q (err %v), want a refusal", bad, tok, err)
 		}
 	}
+	for _, bad := range [][]string{{"--ttl", "-5s"}, {"--ttl", "-1h"}, {"--app", "a*"}, {"--app", "de.mo"}, {"--app", ""}} {
+		if tok, err := mint(bad...); err == nil || tok != "" {
+			t.Errorf("%q: minted %q (err %v), want a refusal", bad, tok, err)
+		}
+	}
 }
