@@ -156,3 +156,26 @@ func TestEventsCORS(t *testing.T) {
 	plain := newEnv(t)
 	noCORS("preflight without AllowedOrigins", preflight(plain.url+"/v1/events?app_id=demo", origin, "GET"))
 }
+
+// TestWrongMethod: a path that exists answers another method with 405, the
+// methods it takes in Allow and a JSON error, not with 404; an unknown path
+// stays 404 whatever the method.
+func TestWrongMethod(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	for _, c := range []struct{ method, path, allow string }{
+		{http.MethodGet, "/v1/publish", "POST, OPTIONS"},
+		{http.MethodPost, "/v1/events", "GET, HEAD, OPTIONS"},
+		{http.MethodDelete, "/v1/events", "GET, HEAD, OPTIONS"},
+		{http.MethodPost, "/healthz", "GET, HEAD, OPTIONS"},
+		{http.MethodPut, "/metrics", "GET, HEAD, OPTIONS"},
+	} {
+		r := do(t, c.method, e.url+c.path, nil, "")
+		wantError(t, r, http.StatusMethodNotAllowed, "method "+c.method+" not allowed: "+c.allow)
+		if got := r.Header.Get("Allow"); got != c.allow {
+			t.Errorf("%s %s: Allow %q, want %q", c.method, c.path, got, c.allow)
+		}
+	}
+	wantError(t, do(t, http.MethodPost, e.url+"/nope", nil, ""), http.StatusNotFound, "not found")
+	wantError(t, do(t, http.MethodPost, e.url+"/", nil, ""), http.StatusMethodNotAllowed, "method POST not allowed: GET, HEAD, OPTIONS")
+}

@@ -18,6 +18,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -255,10 +256,33 @@ func (r *Relay) Handler() http.Handler {
 		mux.Handle("GET /metrics", r.metricsHandler)
 	}
 	webRoutes(mux, !r.cfg.NoDemo)
-	mux.HandleFunc("/", func(w http.ResponseWriter, _ *http.Request) {
+	mux.HandleFunc("/", func(w http.ResponseWriter, req *http.Request) {
+		// The catch-all matches every method, so the mux never answers 405
+		// itself: a path that another method serves gets it here.
+		if allow := allowedMethods(mux, req); len(allow) > 0 {
+			w.Header().Set("Allow", strings.Join(allow, ", "))
+			writeError(w, http.StatusMethodNotAllowed, "method "+req.Method+" not allowed: "+strings.Join(allow, ", "))
+			return
+		}
 		writeError(w, http.StatusNotFound, "not found")
 	})
 	return r.limitBody(r.cors(mux))
+}
+
+// allowedMethods returns the methods that mux serves req's path with,
+// other than through the catch-all "/".
+func allowedMethods(mux *http.ServeMux, req *http.Request) []string {
+	var allow []string
+	for _, m := range []string{http.MethodGet, http.MethodHead, http.MethodPost} {
+		probe := &http.Request{Method: m, URL: req.URL, Host: req.Host, Header: http.Header{}}
+		if _, pattern := mux.Handler(probe); pattern != "/" && pattern != "" {
+			allow = append(allow, m)
+		}
+	}
+	if len(allow) > 0 {
+		allow = append(allow, http.MethodOptions) // CORS preflight
+	}
+	return allow
 }
 
 // retryHint returns the reconnection delay for a client that is sent away:
