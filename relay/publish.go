@@ -230,18 +230,23 @@ func (r *Relay) servePublish(w http.ResponseWriter, req *http.Request) {
 		writeError(w, status, errMsg)
 		return
 	}
-	if !r.cfg.Conn.IsConnected() {
+	fail := func(msg string) {
 		r.metrics.pubErrors.Add(1)
 		r.metrics.countPublish(http.StatusServiceUnavailable)
-		writeError(w, http.StatusServiceUnavailable, "event store unavailable, retry with the same id")
+		writeError(w, http.StatusServiceUnavailable, msg)
+	}
+	if !r.cfg.Conn.IsConnected() {
+		fail(errNotStored)
 		return
 	}
-	ack, err := r.publish(req.Context(), msg)
+	ack, sent, err := r.publish(req.Context(), msg)
 	if err != nil {
-		r.metrics.pubErrors.Add(1)
-		r.metrics.countPublish(http.StatusServiceUnavailable)
-		r.log.Warn("publish failed", "subject", msg.Subject, "err", err)
-		writeError(w, http.StatusServiceUnavailable, "event store unavailable, retry with the same id")
+		r.log.Warn("publish failed", "subject", msg.Subject, "sent", sent, "err", err)
+		if !sent {
+			fail(errNotStored)
+		} else {
+			fail(errMaybeStored)
+		}
 		return
 	}
 	r.metrics.published.Add(1)
@@ -257,19 +262,27 @@ func (r *Relay) servePublish(w http.ResponseWriter, req *http.Request) {
 
 var jsonContentType = []string{"application/json"}
 
+// The two 503s of a publish: one for an event that never left the relay,
+// one for an event that may be in the store.
+const (
+	errNotStored   = "event store unavailable (NATS not connected): the event was not stored, retry later"
+	errMaybeStored = "event store unavailable: no acknowledgement in time, the event may be stored: retry with the same id"
+)
+
 // publish stores msg and waits for its acknowledgement, at most
-// PublishTimeout (the window's timeout) or until ctx ends.
-func (r *Relay) publish(ctx context.Context, msg *nats.Msg) (*jetstream.PubAck, error) {
+// PublishTimeout (the window's timeout) or until ctx ends. sent says
+// whether msg left the relay, so that an error may follow a stored event.
+func (r *Relay) publish(ctx context.Context, msg *nats.Msg) (ack *jetstream.PubAck, sent bool, err error) {
 	paf, err := r.pub.PublishMsgAsync(msg)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	select {
 	case ack := <-paf.Ok():
-		return ack, nil
+		return ack, true, nil
 	case err := <-paf.Err():
-		return nil, err
+		return nil, true, err
 	case <-ctx.Done():
-		return nil, ctx.Err()
+		return nil, true, ctx.Err()
 	}
 }

@@ -298,7 +298,7 @@ func TestPublishNATSDown(t *testing.T) {
 	wantSeq(t, e.post(t, tok, `{"app_id":"demo","feed":"alice","data":"before"}`))
 	e.ns.Shutdown() // the harness cleanup calls it again: that is safe
 	eventually(t, waitLong, "the relay to see NATS down", func() bool { return !e.nc.IsConnected() })
-	wantError(t, e.post(t, tok, body), http.StatusServiceUnavailable, "event store unavailable, retry with the same id")
+	wantError(t, e.post(t, tok, body), http.StatusServiceUnavailable, "event store unavailable (NATS not connected): the event was not stored, retry later")
 	if got := e.metric("sserelay_publish_errors_total"); got != 1 {
 		t.Fatalf("sserelay_publish_errors_total %v, want 1", got)
 	}
@@ -410,7 +410,7 @@ func TestPublishErrorMayBeStored(t *testing.T) {
 	body := `{"app_id":"demo","feed":"alice","data":"maybe stored","id":"order-7"}`
 
 	e.proxy.hold()
-	wantError(t, e.post(t, tok, body), http.StatusServiceUnavailable, "event store unavailable, retry with the same id")
+	wantError(t, e.post(t, tok, body), http.StatusServiceUnavailable, "event store unavailable: no acknowledgement in time, the event may be stored: retry with the same id")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	st, err := e.js.Stream(ctx, "SSE")
