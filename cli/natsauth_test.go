@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -306,4 +307,27 @@ func operatorSetup(t *testing.T) (creds, wrongCreds []byte, opts server.Options)
 	must(resolver.Store(sysPub, sysJWT))
 	opts = server.Options{TrustedOperators: []*jwt.OperatorClaims{opClaims}, AccountResolver: resolver, SystemAccount: sysPub}
 	return userCreds(acc), userCreds(stranger), opts
+}
+
+// TestServeWaitsForNATS starts serve before its NATS server: it waits,
+// retrying, and is ready once the server is up; with no server within
+// --start-timeout it exits with an error that says so.
+func TestServeWaitsForNATS(t *testing.T) {
+	addr := testkit.FreeAddr(t)
+	_, port, _ := net.SplitHostPort(addr)
+	p := startRelay(t, "--nats-url", "nats://"+addr, "--start-timeout", "60s")
+	time.Sleep(2 * time.Second) // several attempts
+	select {
+	case <-p.done:
+		t.Fatalf("serve exited %d before its NATS server started:\n%s", p.code, p.logs())
+	default:
+	}
+	n, _ := strconv.Atoi(port)
+	natsTestServer(t, server.Options{Port: n})
+	p.waitReadyz(t, 200)
+
+	q := startRelay(t, "--nats-url", "nats://"+testkit.FreeAddr(t), "--start-timeout", "1s")
+	if code := q.exit(t); code == 0 || !strings.Contains(q.logs(), "--start-timeout 1s") {
+		t.Errorf("no NATS within --start-timeout: exit %d, logs:\n%s", code, q.logs())
+	}
 }

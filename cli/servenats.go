@@ -49,7 +49,7 @@ func startNATS(ctx context.Context, cfg *serveConfig, log *slog.Logger) (_ *nats
 		}
 		opts = append(opts, auth...)
 	}
-	if n.nc, err = nats.Connect(cfg.NATS.URL, opts...); err != nil {
+	if n.nc, err = connectRetrying(ctx, cfg, opts, log); err != nil {
 		return nil, fmt.Errorf("connect to NATS %s: %w", redactedURLs(cfg.NATS.URL), err)
 	}
 	if cfg.NATS.URL != "" {
@@ -77,6 +77,33 @@ func startNATS(ctx context.Context, cfg *serveConfig, log *slog.Logger) (_ *nats
 	}
 	log.Info("stream ready", "stream", info.Config.Name, "subjects", info.Config.Subjects, "first_seq", info.State.FirstSeq, "last_seq", info.State.LastSeq, "max_age", info.Config.MaxAge)
 	return n, nil
+}
+
+// connectRetrying connects, retrying while no server of --nats-url can be
+// reached, for up to --start-timeout: a sidecar that starts before its NATS
+// cluster does waits for it instead of exiting (and crash-looping). Any
+// other error (credentials, TLS) is final at once.
+func connectRetrying(ctx context.Context, cfg *serveConfig, opts []nats.Option, log *slog.Logger) (*nats.Conn, error) {
+	ctx, cancel := context.WithTimeout(ctx, cfg.StartTimeout)
+	defer cancel()
+	wait := 100 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		nc, err := nats.Connect(cfg.NATS.URL, opts...)
+		if err == nil || !errors.Is(err, nats.ErrNoServers) || cfg.NATS.URL == "" {
+			return nc, err
+		}
+		if attempt == 1 {
+			log.Warn("NATS not reachable yet, retrying", "servers", redactedURLs(cfg.NATS.URL), "start_timeout", cfg.StartTimeout, "err", err)
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, fmt.Errorf("%w (still, after %d attempts over --start-timeout %s)", err, attempt, cfg.StartTimeout)
+		case <-t.C:
+		}
+		wait = min(2*wait, 2*time.Second)
+	}
 }
 
 // connectOptions are the options of the relay's connection, embedded or not.
