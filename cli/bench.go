@@ -59,8 +59,9 @@ func benchFlags() []cli.Flag {
 
 func benchCommand() *cli.Command {
 	return &cli.Command{
-		Name:  "bench",
-		Usage: "measure a relay: open SSE streams, publish, check every event arrived once and in order, report throughput, latency, memory and CPU",
+		Name:         "bench",
+		OnUsageError: usage,
+		Usage:        "measure a relay: open SSE streams, publish, check every event arrived once and in order, report throughput, latency, memory and CPU",
 		Description: "Drives a running relay (--url, --nats-url, --relay-pid) or, with --spawn, one it starts itself.\n" +
 			"Exits with status 1 when any event is missing, duplicated or out of order, or a stream failed.",
 		Flags:  benchFlags(),

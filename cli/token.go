@@ -24,6 +24,7 @@ func tokenCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "token",
 		Usage: "print an HS256 token for a user (for development and tests)",
+		OnUsageError: usage,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "jwt-secret", EnvVars: env("jwt-secret"), Required: true, Usage: "HS256 secret the relay verifies with", Destination: &f.Secret},
 			&cli.StringFlag{Name: "sub", EnvVars: env("sub"), Required: true, Usage: "the user: their own feed", Destination: &f.Sub},

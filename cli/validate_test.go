@@ -181,3 +181,20 @@ func TestCheckServe(t *testing.T) {
 		}
 	}
 }
+
+// TestEveryCommandUsageExit: a flag value that does not parse exits with
+// ExitUsage and names the flag with its two dashes, in every command.
+func TestEveryCommandUsageExit(t *testing.T) {
+	for _, args := range [][]string{
+		{"serve", "--jwt-secret", "s", "--keepalive", "abc"},
+		{"token", "--jwt-secret", "s", "--sub", "x", "--ttl", "abc"},
+		{"publish", "--app", "a", "--feed", "f", "--timeout", "abc"},
+		{"bench", "--duration", "abc"},
+	} {
+		var stderr bytes.Buffer
+		code := Main(context.Background(), append([]string{"sserelay"}, args...), &stderr)
+		if code != ExitUsage || !strings.Contains(stderr.String(), "for flag --") {
+			t.Errorf("%q: exit %d, stderr %q; want %d naming the flag", args, code, stderr.String(), ExitUsage)
+		}
+	}
+}
