@@ -48,6 +48,11 @@ func (r *Relay) parseStreamRequest(req *http.Request, q url.Values) (*streamRequ
 	if claims.ExpiresAt != nil {
 		sr.expires = claims.ExpiresAt.Time
 	}
+	if p, ok := q["poll"]; ok && (len(p) != 1 || p[0] != "1" && p[0] != "0") {
+		// A typo (poll=true) would otherwise open a stream the client
+		// does not expect.
+		return nil, http.StatusBadRequest, "poll must be 1 (a poll) or 0 (a stream), once"
+	}
 	if sr.app == "" {
 		return nil, http.StatusBadRequest, "app_id is required"
 	}

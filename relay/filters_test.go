@@ -21,6 +21,7 @@ func TestEventsBadRequest(t *testing.T) {
 		return "invalid subject token: topic " + strconv.Quote(v) + " must be tokens of 1 to 128 characters joined by '.', without '*', '>', whitespace or control characters"
 	}
 	const idMsg = "last event id must be a decimal stream sequence"
+	const pollMsg = "poll must be 1 (a poll) or 0 (a stream), once"
 	const connMsg = "connection_id must be 8 to 64 characters of [A-Za-z0-9_-]"
 	q := url.QueryEscape
 	type tc struct {
@@ -30,6 +31,10 @@ func TestEventsBadRequest(t *testing.T) {
 	}
 	tests := []tc{
 		{"no app_id", "", nil, "app_id is required"},
+		{"poll true", "app_id=demo&poll=true", nil, pollMsg},
+		{"poll 2", "app_id=demo&poll=2", nil, pollMsg},
+		{"poll empty", "app_id=demo&poll=", nil, pollMsg},
+		{"poll twice", "app_id=demo&poll=1&poll=1", nil, pollMsg},
 		{"empty app_id", "app_id=", nil, "app_id is required"},
 		{"app_id too long", "app_id=" + strings.Repeat("a", 129), nil, tokMsg("app_id", strings.Repeat("a", 129))},
 		{"feed empty", "app_id=demo&feed=", nil, tokMsg("feed", "")},
