@@ -22,8 +22,8 @@ type tokenFlags struct {
 func tokenCommand() *cli.Command {
 	f := &tokenFlags{TTL: time.Hour}
 	return &cli.Command{
-		Name:  "token",
-		Usage: "print an HS256 token for a user (for development and tests)",
+		Name:         "token",
+		Usage:        "print an HS256 token for a user (for development and tests)",
 		OnUsageError: usage,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "jwt-secret", EnvVars: env("jwt-secret"), Required: true, Usage: "HS256 secret the relay verifies with", Destination: &f.Secret},
