@@ -82,7 +82,10 @@ func run(ctx context.Context, cfg *serveConfig, log *slog.Logger) error {
 	}
 	defer ms.close()
 
-	n, err := startNATS(ctx, cfg, log)
+	// One budget for start-up: reaching NATS, the stream, the first consumer.
+	sctx, cancel := context.WithTimeoutCause(ctx, cfg.StartTimeout, fmt.Errorf("--start-timeout %s", cfg.StartTimeout))
+	defer cancel()
+	n, err := startNATS(sctx, cfg, log)
 	if err != nil {
 		return startErr(err)
 	}
@@ -97,7 +100,6 @@ func run(ctx context.Context, cfg *serveConfig, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	sctx, cancel := context.WithTimeoutCause(ctx, cfg.StartTimeout, fmt.Errorf("--start-timeout %s", cfg.StartTimeout))
 	err = r.Start(sctx)
 	cancel()
 	if err != nil {

@@ -40,7 +40,7 @@ func serveFlags(cfg *serveConfig) []cli.Flag {
 		durationVar(&cfg.HTTP.ReadHeaderTimeout, catHTTP, "read-header-timeout", "HTTP request header timeout"),
 		intVar(&cfg.HTTP.MaxHeaderBytes, catHTTP, "max-header-bytes", "HTTP request header limit"),
 		durationVar(&cfg.DrainTimeout, catHTTP, "drain-timeout", "on SIGTERM, time for open streams to close before the process stops"),
-		durationVar(&cfg.StartTimeout, catNATS, "start-timeout", "at start-up, time to wait for a reachable --nats-url server, the JetStream stream and the relay's consumer (a cluster electing leaders) before giving up"),
+		durationVar(&cfg.StartTimeout, catNATS, "start-timeout", "time for the whole start-up (the embedded server, a reachable --nats-url server, the JetStream stream, the relay's consumer while a cluster elects leaders) before giving up"),
 
 		durationVar(&r.Keepalive, catStreams, "keepalive", "comment line interval on idle streams"),
 		durationVar(&r.Retry, catStreams, "retry", "reconnection delay hinted to clients"),

@@ -24,7 +24,8 @@ type natsSide struct {
 }
 
 // startNATS starts the embedded server (unless --nats-url is set), connects
-// and creates or updates the stream.
+// and creates or updates the stream, within ctx (the start-up budget,
+// --start-timeout); nothing it returns holds on to ctx.
 func startNATS(ctx context.Context, cfg *serveConfig, log *slog.Logger) (_ *natsSide, err error) {
 	n := &natsSide{}
 	defer func() {
@@ -69,9 +70,7 @@ func startNATS(ctx context.Context, cfg *serveConfig, log *slog.Logger) (_ *nats
 	if cfg.EpochIDs {
 		so.FirstSeq = relay.EpochSeq(time.Now())
 	}
-	sctx, cancel := context.WithTimeout(ctx, cfg.StartTimeout)
-	defer cancel()
-	info, err := relay.EnsureStream(sctx, n.js, so)
+	info, err := relay.EnsureStream(ctx, n.js, so)
 	if err != nil {
 		return nil, err
 	}
@@ -80,12 +79,10 @@ func startNATS(ctx context.Context, cfg *serveConfig, log *slog.Logger) (_ *nats
 }
 
 // connectRetrying connects, retrying while no server of --nats-url can be
-// reached, for up to --start-timeout: a sidecar that starts before its NATS
-// cluster does waits for it instead of exiting (and crash-looping). Any
-// other error (credentials, TLS) is final at once.
+// reached, until ctx (the start-up budget) ends: a sidecar that starts
+// before its NATS cluster does waits for it instead of exiting (and
+// crash-looping). Any other error (credentials, TLS) is final at once.
 func connectRetrying(ctx context.Context, cfg *serveConfig, opts []nats.Option, log *slog.Logger) (*nats.Conn, error) {
-	ctx, cancel := context.WithTimeout(ctx, cfg.StartTimeout)
-	defer cancel()
 	wait := 100 * time.Millisecond
 	for attempt := 1; ; attempt++ {
 		nc, err := nats.Connect(cfg.NATS.URL, opts...)
@@ -99,7 +96,7 @@ func connectRetrying(ctx context.Context, cfg *serveConfig, opts []nats.Option, 
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return nil, fmt.Errorf("%w (still, after %d attempts over --start-timeout %s)", err, attempt, cfg.StartTimeout)
+			return nil, fmt.Errorf("%w (still, after %d attempts: %w)", err, attempt, context.Cause(ctx))
 		case <-t.C:
 		}
 		wait = min(2*wait, 2*time.Second)
