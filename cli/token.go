@@ -2,6 +2,7 @@ package cli
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -46,7 +47,7 @@ func tokenCommand() *cli.Command {
 				}
 			}
 			for _, g := range f.Publish.Value() {
-				if err := checkPublishGrant(g); err != nil {
+				if err := checkPublishGrant(g, f.Apps.Value()); err != nil {
 					return cli.Exit("--publish: "+err.Error(), ExitUsage)
 				}
 			}
@@ -73,12 +74,16 @@ func tokenCommand() *cli.Command {
 	}
 }
 
-// checkPublishGrant refuses a --publish value that is none of the claim's shapes, which would
+// checkPublishGrant refuses a --publish value that is none of the claim's shapes, or that names
+// an app outside --app (the relay bounds publishing by the apps claim too), either of which would
 // mint a token that grants nothing anyone meant.
-func checkPublishGrant(g string) error {
+func checkPublishGrant(g string, apps []string) error {
 	app, _ := strings.CutSuffix(g, auth.AnyFeed)
-	if app == "*" || subject.ValidToken(app) {
-		return nil
+	switch {
+	case app != "*" && !subject.ValidToken(app):
+		return fmt.Errorf("%q is not APP, APP:*, * or *:* (an app id is one subject token)", g)
+	case app != "*" && len(apps) > 0 && !slices.Contains(apps, app):
+		return fmt.Errorf("%q names app %q, which --app does not grant: the token could never use it", g, app)
 	}
-	return fmt.Errorf("%q is not APP, APP:*, * or *:* (an app id is one subject token)", g)
+	return nil
 }

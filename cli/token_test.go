@@ -64,6 +64,15 @@ func TestTokenPublishShapes(t *testing.T) {
 			}
 		}
 	}
+	// A grant outside --app could never be used: the apps claim bounds publishing too.
+	for _, bad := range [][]string{{"--app", "demo", "--publish", "other"}, {"--app", "demo", "--app", "x", "--publish", "other:*"}} {
+		if tok, err := mint(bad...); err == nil || tok != "" || !strings.Contains(err.Error(), `which --app does not grant`) {
+			t.Errorf("%q: minted %q (err %v), want a refusal", bad, tok, err)
+		}
+	}
+	if tok, err := mint("--app", "demo", "--publish", "demo:*", "--publish", "*"); err != nil || tok == "" {
+		t.Errorf("--app demo --publish demo:* --publish '*': %v", err)
+	}
 	for _, bad := range []string{"de.mo", ":*", "demo:*:*", "a b", ">"} {
 		if tok, err := mint("--publish", bad); err == nil || tok != "" {
 			t.Errorf("--publish %q: minted %q (err %v), want a refusal", bad, tok, err)

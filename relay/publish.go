@@ -144,6 +144,9 @@ func (r *Relay) parsePublish(w http.ResponseWriter, req *http.Request) (*nats.Ms
 	if err := p.Validate(); err != nil {
 		return nil, http.StatusBadRequest, err.Error()
 	}
+	if !claims.AllowsApp(p.AppID) {
+		return nil, http.StatusForbidden, "token does not grant app " + strconv.Quote(p.AppID) + " (apps claim)"
+	}
 	if !claims.AllowsPublishApp(p.AppID) {
 		return nil, http.StatusForbidden, "token does not grant publishing to app " + strconv.Quote(p.AppID)
 	}

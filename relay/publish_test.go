@@ -268,6 +268,14 @@ func TestPublishForbidden(t *testing.T) {
 	for _, app := range []string{"demo", "other", "x-y_z"} {
 		wantSeq(t, e.post(t, star, body(app)))
 	}
+	// The apps claim bounds the whole token: a publish grant, even "*" or
+	// "*:*", reaches no app outside it.
+	for _, grant := range []string{"*", "*:*", "other", "other:*"} {
+		tok := token(t, "alice", claimApps("demo"), claimPublish(grant))
+		wantError(t, e.post(t, tok, body("other")), http.StatusForbidden, `token does not grant app "other" (apps claim)`)
+	}
+	wantSeq(t, e.post(t, token(t, "alice", claimApps("demo"), claimPublish("*")), body("demo")))
+	wantSeq(t, e.post(t, token(t, "alice", claimApps("demo", "other"), claimPublish("*:*")), body("other")))
 }
 
 func TestPublishTooLarge(t *testing.T) {

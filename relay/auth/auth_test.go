@@ -19,6 +19,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -502,8 +503,16 @@ func TestClaims(t *testing.T) {
 	})
 	t.Run("list form and publish star", func(t *testing.T) {
 		c := verify(claims(set("apps", []string{"a", "b"}), set("feeds", []string{"t1", "t2"}), set("publish", []string{"*"})))
-		if !c.AllowsApp("b") || !c.AllowsFeed("t2") || !c.AllowsPublish("whatever", "t2") {
+		if !c.AllowsApp("b") || !c.AllowsFeed("t2") || !c.AllowsPublish("b", "t2") {
 			t.Errorf("claims %+v: a listed grant is refused", c)
+		}
+		// apps bounds publishing too: "*" is every app the token may use.
+		if c.AllowsPublishApp("whatever") || c.AllowsPublish("whatever", "t2") {
+			t.Errorf("claims %+v: publishing allowed into an app outside the apps claim", c)
+		}
+		c = verify(claims(set("apps", []string{"a"}), set("publish", []string{"*:*", "z", "z:*"})))
+		if c.AllowsPublish("z", "anyone") || !c.AllowsPublish("a", "anyone") {
+			t.Errorf("claims %+v: \"*:*\" with apps [a] must reach app a and no other", c)
 		}
 	})
 	t.Run("publish feeds", func(t *testing.T) {
@@ -562,7 +571,8 @@ func TestSign(t *testing.T) {
 	}
 	c := checkVerify(t, v, tok, "")
 	// An empty apps list must survive signing: dropped, it would read as "any app".
-	if c.Apps == nil || c.AllowsApp("chat") || !c.AllowsFeed("team") || !c.AllowsPublish("chat", "team") {
+	// With no app, the publish grant reaches none either.
+	if c.Apps == nil || c.AllowsApp("chat") || !c.AllowsFeed("team") || c.AllowsPublish("chat", "team") || !slices.Equal(c.Publish, in.Publish) {
 		t.Errorf("round trip gave %+v", c)
 	}
 

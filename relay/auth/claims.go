@@ -49,8 +49,9 @@ func (c *Claims) AllowsFeed(feed string) bool {
 const AnyFeed = ":*"
 
 // AllowsPublishApp reports whether the publish claim names app at all ("<app>", "<app>:*", "*" or
-// "*:*"). Unlike apps, an absent publish claim grants nothing: publishing is the rarer, riskier
-// right and must be asked for.
+// "*:*") and the token may use app ([Claims.AllowsApp]): apps bounds the whole token, so "*" is
+// every app the token may use, not every app there is. Unlike apps, an absent publish claim
+// grants nothing: publishing is the rarer, riskier right and must be asked for.
 func (c *Claims) AllowsPublishApp(app string) bool {
 	ok, _ := c.publishGrant(app)
 	return ok
@@ -68,7 +69,7 @@ func (c *Claims) AllowsPublish(app, feed string) bool {
 
 // publishGrant reports whether the publish claim names app, and whether for any feed.
 func (c *Claims) publishGrant(app string) (granted, anyFeed bool) {
-	if !validToken(app) {
+	if !c.AllowsApp(app) {
 		return false, false
 	}
 	for _, g := range c.Publish {
