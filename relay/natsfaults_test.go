@@ -4,8 +4,11 @@ package relay
 
 import (
 	"io"
+	"log/slog"
 	"net"
+	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -259,4 +262,42 @@ func TestNetworkCutTrimmedGap(t *testing.T) {
 	s.ExpectIDs(t, kept...)
 	after := e.publish("sse.demo.alice", "after")
 	s.ExpectIDs(t, after)
+}
+
+// TestResumeWhileNATSDown: a resume that needs the store while NATS is not
+// connected ends with a retry hint, so that the clients of an outage come
+// back spread out, and says in its log line and answer that NATS is not
+// connected (not a buffer limit of nats.go's that no operator set).
+func TestResumeWhileNATSDown(t *testing.T) {
+	t.Parallel()
+	var logs syncBuffer
+	e := newEnv(t, withConfig(func(c *Config) {
+		c.RingEvents = -1
+		c.Logger = slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}))
+	alice := token(t, "alice")
+	first := e.publish("sse.demo.alice", "a1")
+	e.publish("sse.demo.alice", "a2")
+	e.waitCursor(e.publish("sse.demo.alice", "a3"))
+	e.ns.Shutdown()
+	eventually(t, waitLong, "the relay to see NATS down", func() bool { return !e.nc.IsConnected() })
+
+	s := e.resume("app_id=demo", alice, first)
+	rest := s.ReadRest(t)
+	if !strings.Contains(rest, "retry: ") {
+		t.Errorf("the stream ended without a retry hint: %q", rest)
+	}
+	if strings.Contains(rest, "id: ") {
+		t.Errorf("events delivered without a store: %q", rest)
+	}
+	eventually(t, waitLong, "the close to be logged", func() bool { return strings.Contains(logs.String(), `"reason":"store-error"`) })
+	if l := logs.String(); !strings.Contains(l, "NATS not connected") || strings.Contains(l, "outbound buffer") {
+		t.Errorf("the store error does not say NATS is not connected:\n%s", l)
+	}
+
+	p := do(t, http.MethodGet, e.url+"/v1/events?app_id=demo&poll=1&last_event_id="+itoa(first), bearer(alice), "")
+	wantError(t, p, http.StatusServiceUnavailable, "event store unavailable (NATS not connected): retry later")
+	if p.Header.Get("Retry-After") == "" {
+		t.Errorf("poll 503 without Retry-After: %v", p.Header)
+	}
 }

@@ -43,7 +43,7 @@ func (r *Relay) servePoll(w http.ResponseWriter, req *http.Request, sr *streamRe
 	case sr.lastID > c:
 		ls, err := r.lastSeq(req.Context())
 		if err != nil {
-			writeError(w, http.StatusServiceUnavailable, "store unavailable")
+			r.storeUnavailable(w, req, "poll stream info", err)
 			return
 		}
 		if sr.lastID > ls {
@@ -89,8 +89,7 @@ func (r *Relay) servePoll(w http.ResponseWriter, req *http.Request, sr *streamRe
 		case errors.Is(err, errHistoryGone):
 			resp.Events, resp.Reset, last = []pollEvent{}, ResetHistoryGone, c
 		case err != nil:
-			r.log.Warn("poll replay", "err", err)
-			writeError(w, http.StatusServiceUnavailable, "store unavailable")
+			r.storeUnavailable(w, req, "poll replay", err)
 			return
 		case !full:
 			last = c // nothing more up to the cursor
@@ -100,4 +99,20 @@ func (r *Relay) servePoll(w http.ResponseWriter, req *http.Request, sr *streamRe
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("X-Connection-Id", sr.connID)
 	writeJSON(w, http.StatusOK, resp)
+}
+
+// storeUnavailable answers a poll whose store read failed: 503 with
+// Retry-After, saying whether NATS is down, which a client cannot tell
+// from a slow store otherwise.
+func (r *Relay) storeUnavailable(w http.ResponseWriter, req *http.Request, what string, err error) {
+	if req.Context().Err() != nil {
+		return // the client left: nobody to answer, nothing wrong with the store
+	}
+	r.log.Warn(what, "err", err)
+	w.Header().Set("Retry-After", retryAfter(r.cfg.Retry))
+	if errors.Is(err, errNATSDown) {
+		writeError(w, http.StatusServiceUnavailable, "event store unavailable (NATS not connected): retry later")
+		return
+	}
+	writeError(w, http.StatusServiceUnavailable, "event store unavailable: retry later")
 }

@@ -270,9 +270,10 @@ func (s *session) step() error {
 // end closes the stream after err: a drain's last retry hint, then the
 // connection, the timers and the registrations. wmu stays held.
 func (s *session) end(err error) {
-	if errors.Is(err, closeDraining) {
+	if errors.Is(err, closeDraining) || reasonOf(err, false) == closeStoreError {
 		// Whatever it was doing: a last hint with jitter so that the clients
-		// of this instance do not all come back in the same millisecond.
+		// of this instance (or of a store outage: every resume fails at
+		// once) do not all come back in the same millisecond.
 		if werr := s.write(appendRetry(nil, s.r.retryHint())); werr == nil {
 			_ = s.flush()
 		}

@@ -3,6 +3,7 @@ package relay
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strconv"
 	"sync"
@@ -12,6 +13,23 @@ import (
 
 	"github.com/sserelay/sserelay/relay/sse"
 )
+
+// errNATSDown stands for the errors nats.go gives a store read made while
+// the relay's connection is down. The relay buffers nothing while
+// disconnected, so such a read fails with ErrReconnectBufExceeded, whose
+// text ("outbound buffer limit exceeded") names a limit no operator set.
+var errNATSDown = errors.New("NATS not connected")
+
+// natsErr replaces the connection-state errors of a NATS call with
+// errNATSDown and leaves the others as they are.
+func natsErr(err error) error {
+	switch {
+	case errors.Is(err, nats.ErrReconnectBufExceeded), errors.Is(err, nats.ErrConnectionReconnecting),
+		errors.Is(err, nats.ErrConnectionClosed), errors.Is(err, nats.ErrDisconnected):
+		return errNATSDown
+	}
+	return err
+}
 
 // storeReader reads events back from the stream with batch Direct Get
 // requests, one cursor per subject filter. The replies of cursor i arrive
@@ -74,7 +92,7 @@ func (rd *storeReader) exists(ctx context.Context, seq uint64) (bool, error) {
 	defer cancel()
 	m, err := rd.r.cfg.Conn.RequestWithContext(ctx, rd.directGetSubject(), body)
 	if err != nil {
-		return false, fmt.Errorf("direct get %d: %w", seq, err)
+		return false, fmt.Errorf("direct get %d: %w", seq, natsErr(err))
 	}
 	switch status := m.Header.Get("Status"); status {
 	case "":
@@ -280,7 +298,7 @@ func (c *subjectCursor) requestLocked() error {
 	c.filling, c.spare = c.spare, nil
 	if err := c.rd.r.cfg.Conn.PublishRequest(c.rd.directGetSubject(), c.reply, body); err != nil {
 		c.inflight = false
-		return fmt.Errorf("direct get: %w", err)
+		return fmt.Errorf("direct get: %w", natsErr(err))
 	}
 	return nil
 }
@@ -339,7 +357,7 @@ func (r *Relay) lastSeq(ctx context.Context) (uint64, error) {
 	defer cancel()
 	s, err := r.js.Stream(ctx, r.cfg.Stream)
 	if err != nil {
-		return 0, fmt.Errorf("stream info: %w", err)
+		return 0, fmt.Errorf("stream info: %w", natsErr(err))
 	}
 	return s.CachedInfo().State.LastSeq, nil
 }

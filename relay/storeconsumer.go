@@ -123,7 +123,7 @@ func (rd *storeReader) newConsumerCursor(ctx context.Context, subject string, st
 	cancel()
 	if err != nil {
 		cc.close() // in case it was created after all (a timeout)
-		return nil, fmt.Errorf("%w: create: %w", errReplayConsumer, err)
+		return nil, fmt.Errorf("%w: create: %w", errReplayConsumer, natsErr(err))
 	}
 	if c.CachedInfo().NumPending == 0 {
 		cc.done = true
@@ -262,7 +262,7 @@ func (cc *consumerCursor) requestLocked() error {
 	cc.filling, cc.spare = cc.spare, nil
 	if err := cc.r.cfg.Conn.PublishRequest(cc.next, cc.sub.Subject, body); err != nil {
 		cc.inflight = false
-		return fmt.Errorf("%w: pull: %w", errReplayConsumer, err)
+		return fmt.Errorf("%w: pull: %w", errReplayConsumer, natsErr(err))
 	}
 	return nil
 }
