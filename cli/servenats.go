@@ -143,6 +143,9 @@ func startEmbedded(ctx context.Context, ec embeddedConfig, leaf *embedded.LeafOp
 	if errors.Is(err, embedded.ErrListen) {
 		return nil, fmt.Errorf("--nats-listen %s: the address is in use (another NATS server or relay?): set --nats-listen off if no outside publisher needs it (the relay itself does not), or another address (%w)", ec.Listen, err)
 	}
+	if errors.Is(err, embedded.ErrStoreLocked) {
+		return nil, fmt.Errorf("--data-dir %s: %w; give each relay a directory of its own", ec.DataDir, err)
+	}
 	if err != nil {
 		return nil, err
 	}

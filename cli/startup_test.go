@@ -10,11 +10,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/sserelay/sserelay/embedded"
 )
 
 // startupGuard bounds how long a failing start-up may take before the test
@@ -181,5 +184,28 @@ func TestServeSIGTERMDuringStartup(t *testing.T) {
 	}
 	if !strings.Contains(logs.String(), "stopped during start-up") {
 		t.Errorf("stderr lacks \"stopped during start-up\":\n%s", logs.String())
+	}
+}
+
+// TestServeDataDirInUse: serve on a --data-dir that a running server holds
+// waits for it within --start-timeout, then exits naming the flag and the
+// holder, instead of starting a second JetStream server on the same store
+// (which acknowledged events with the same sequence numbers and lost some).
+func TestServeDataDirInUse(t *testing.T) {
+	dir := t.TempDir()
+	holder, err := embedded.Start(context.Background(), embedded.Options{StoreDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer holder.Shutdown()
+	code, stderr, _ := runServe(t, "--listen", "127.0.0.1:0", "--nats-listen", "off", "--data-dir", dir, "--start-timeout", "1s")
+	line := lastLine(stderr)
+	if code == 0 {
+		t.Fatalf("exit 0, want a failure; stderr:\n%s", stderr)
+	}
+	for _, w := range []string{"--data-dir " + dir, "in use", "pid " + strconv.Itoa(os.Getpid())} {
+		if !strings.Contains(line, w) {
+			t.Errorf("last line %q lacks %q", line, w)
+		}
 	}
 }

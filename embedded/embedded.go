@@ -10,6 +10,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -49,9 +50,19 @@ type Options struct {
 
 // Server is a running embedded nats-server.
 type Server struct {
-	ns  *server.Server
-	hub string // the leaf node's hub URLs, passwords redacted; "" for a standalone server
+	ns       *server.Server
+	hub      string    // the leaf node's hub URLs, passwords redacted; "" for a standalone server
+	unlock   sync.Once // releases the store directory's lock
+	unlockFn func()
 }
+
+// lockFile is the store directory's lock, held while a server uses it.
+const lockFile = "sserelay.lock"
+
+// ErrStoreLocked is wrapped by the error of Start when another process
+// holds the store directory: two JetStream servers on one store hand out
+// the same sequence numbers and overwrite each other's acknowledged events.
+var ErrStoreLocked = errors.New("embedded: store directory in use")
 
 // Start starts the server and waits until it accepts connections.
 func Start(ctx context.Context, o Options) (*Server, error) {
@@ -103,9 +114,9 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 		opts.LeafNode.Remotes = []*server.RemoteLeafOpts{remote}
 		opts.LeafNode.ReconnectInterval = o.Leaf.reconnect()
 	}
-	ns, err := server.NewServer(opts)
-	if err != nil {
-		return nil, fmt.Errorf("embedded: configure server: %w", err)
+	timeout := o.ReadyTimeout
+	if timeout == 0 {
+		timeout = 30 * time.Second
 	}
 	// Always a logger, even a silent one: a failed listen reaches Start only
 	// through the server's Fatalf.
@@ -113,15 +124,26 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 	if lg.l == nil {
 		lg.l = slog.New(slog.DiscardHandler)
 	}
+	s := &Server{unlockFn: func() {}}
+	if !leaf {
+		// A restart that overlaps the old process's drain waits for it, within
+		// the same budget as the rest of start-up.
+		unlock, err := lockStore(ctx, o.StoreDir, time.Now().Add(timeout), lg.l)
+		if err != nil {
+			return nil, err
+		}
+		s.unlockFn = unlock
+	}
+	ns, err := server.NewServer(opts)
+	if err != nil {
+		s.release()
+		return nil, fmt.Errorf("embedded: configure server: %w", err)
+	}
+	s.ns = ns
 	ns.SetLoggerV2(lg, false, false, false)
 	go ns.Start() // returns once the accept loops run; the server owns its goroutines
-	timeout := o.ReadyTimeout
-	if timeout == 0 {
-		timeout = 30 * time.Second
-	}
 	if err := waitReady(ctx, ns, timeout, lg.fatal); err != nil {
-		ns.Shutdown()
-		ns.WaitForShutdown()
+		s.Shutdown()
 		if strings.HasPrefix(err.Error(), "Error listening on port") {
 			return nil, fmt.Errorf("%w on %s: %w", ErrListen, o.Listen, err)
 		}
@@ -129,19 +151,21 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 	}
 	if leaf {
 		if err := waitLeaf(ctx, ns, timeout); err != nil {
-			ns.Shutdown()
-			ns.WaitForShutdown()
+			s.Shutdown()
 			return nil, fmt.Errorf("embedded: %w (hub %s)", err, redacted(o.Leaf.URLs))
 		}
-		return &Server{ns: ns, hub: redacted(o.Leaf.URLs)}, nil
+		s.hub = redacted(o.Leaf.URLs)
+		return s, nil
 	}
 	if !ns.JetStreamEnabled() {
-		ns.Shutdown()
-		ns.WaitForShutdown()
+		s.Shutdown()
 		return nil, errors.New("embedded: JetStream did not start (check the store directory)")
 	}
-	return &Server{ns: ns}, nil
+	return s, nil
 }
+
+// release drops the store directory's lock, once.
+func (s *Server) release() { s.unlock.Do(s.unlockFn) }
 
 // ConnectOption returns the nats.Option that connects a client in-process,
 // through a pipe, without the TCP listener.
@@ -169,6 +193,7 @@ func (s *Server) NATS() *server.Server { return s.ns }
 func (s *Server) Shutdown() {
 	s.ns.Shutdown()
 	s.ns.WaitForShutdown()
+	s.release() // only now: the store is flushed and closed
 }
 
 // ErrListen is wrapped by the error of Start when the client port cannot
