@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"syscall"
 )
 
 // A closeReason says why a stream ended or was sent away. It is the error a
@@ -19,7 +20,7 @@ const (
 	closeDraining                             // the relay drains: the client resumes elsewhere
 	closeTokenExpired                         // the token's exp passed; sserelay.token-expired was sent
 	closeWriteTimeout                         // the client read nothing within WriteTimeout
-	closeWriteError                           // any other failed write to the client
+	closeWriteError                           // any other failed write to the client (not a reset or broken pipe: client-gone)
 	closeStoreError                           // a resume could not read the store
 	closeShutdown                             // Shutdown's deadline passed and closed the connection
 	closeShed                                 // sent away before it opened: MaxStreams streams were open
@@ -90,6 +91,10 @@ func reasonOf(err error, aborted bool) closeReason {
 		return closeShutdown
 	case isTimeout(err):
 		return closeWriteTimeout
+	case errors.Is(err, syscall.EPIPE), errors.Is(err, syscall.ECONNRESET):
+		// The client left while the relay wrote (mid catch-up, where no
+		// poller watches for it): an ordinary end, not a failed write.
+		return closeClientGone
 	}
 	return closeWriteError
 }

@@ -4,8 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -25,6 +28,11 @@ func TestReasonOf(t *testing.T) {
 		{fmt.Errorf("write: %w", errors.New("broken pipe")), false, closeWriteError},
 		{fmt.Errorf("write: %w", errors.New("use of closed network connection")), true, closeShutdown},
 		{storeFailed(errors.New("direct get: timeout")), false, closeStoreError},
+		// The client went away while the relay wrote to it (a tab closed in
+		// the middle of a catch-up): an ordinary end, not a failure.
+		{fmt.Errorf("write: %w", &net.OpError{Op: "write", Net: "tcp", Err: os.NewSyscallError("write", syscall.EPIPE)}), false, closeClientGone},
+		{fmt.Errorf("write: %w", &net.OpError{Op: "write", Net: "tcp", Err: os.NewSyscallError("writev", syscall.ECONNRESET)}), false, closeClientGone},
+		{fmt.Errorf("write: %w", &net.OpError{Op: "write", Net: "tcp", Err: os.NewSyscallError("write", syscall.EIO)}), false, closeWriteError},
 	} {
 		if got := reasonOf(tt.err, tt.aborted); got != tt.want {
 			t.Errorf("reasonOf(%v, %v) = %v, want %v", tt.err, tt.aborted, got, tt.want)
@@ -78,5 +86,35 @@ func TestStreamsClosedByReason(t *testing.T) {
 		if n := closed(r); n != 0 {
 			t.Errorf("%v = %v, want 0", r, n)
 		}
+	}
+}
+
+// TestClientGoneDuringCatchUp: a client that leaves in the middle of a long
+// catch-up (its connection reset under the relay's writes) is counted and
+// logged as client-gone, not as a write failure an operator would alert on.
+func TestClientGoneDuringCatchUp(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, withConfig(func(c *Config) { c.RingEvents = -1 }))
+	big := strings.Repeat("x", 8<<10)
+	first := e.publish("sse.demo.alice", big)
+	var last uint64
+	for range 400 { // 3.2 MB: more than the socket buffers hold
+		last = e.publish("sse.demo.alice", big)
+	}
+	e.waitCursor(last)
+	h := bearer(token(t, "alice"))
+	h.Set("Last-Event-ID", itoa(first))
+	resp, conn := dialStream(t, e, "app_id=demo", h, smallRcvBuf)
+	if _, err := io.ReadFull(resp.Body, make([]byte, 64<<10)); err != nil {
+		t.Fatal(err)
+	}
+	_ = conn.(*net.TCPConn).SetLinger(0) // close with a reset, unread bytes and all
+	conn.Close()
+	closed := func(r closeReason) float64 {
+		return e.metric(`sserelay_streams_closed_total{reason="` + r.String() + `"}`)
+	}
+	eventually(t, waitLong, "the stream to close", func() bool { return closed(closeClientGone)+closed(closeWriteError) == 1 })
+	if n := closed(closeWriteError); n != 0 {
+		t.Errorf("write-error = %v, want 0 (client-gone %v)", n, closed(closeClientGone))
 	}
 }
