@@ -32,9 +32,13 @@ func writeError(w http.ResponseWriter, status int, msg string) {
 // sends cookies nor exposes a response that needed them, so a foreign page
 // can only use a token it already holds. The origin "null" (sandboxed
 // frames, file: pages) is never reflected.
-func (r *Relay) cors(next http.Handler) http.Handler {
+//
+// A preflight is answered here with the methods of its path (mux's), as
+// the catch-all of mux answers any other OPTIONS; a preflight for a path
+// that nothing serves goes on to mux's 404.
+func (r *Relay) cors(mux *http.ServeMux) http.Handler {
 	if len(r.cfg.AllowedOrigins) == 0 {
-		return next
+		return mux
 	}
 	anyOrigin := slices.Contains(r.cfg.AllowedOrigins, "*")
 	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
@@ -51,19 +55,17 @@ func (r *Relay) cors(next http.Handler) http.Handler {
 			h.Add("Vary", "Origin")
 			h.Set("Access-Control-Expose-Headers", "X-Connection-Id, Retry-After")
 			if req.Method == http.MethodOptions && req.Header.Get("Access-Control-Request-Method") != "" {
-				h.Set("Access-Control-Allow-Methods", "GET, POST, OPTIONS")
-				h.Set("Access-Control-Allow-Headers", "Authorization, Content-Type, Last-Event-ID, X-Connection-Id")
-				h.Set("Access-Control-Max-Age", "600")
-				w.WriteHeader(http.StatusNoContent)
-				return
+				if allow := allowedMethods(mux, req); allow != "" {
+					h.Set("Allow", allow)
+					h.Set("Access-Control-Allow-Methods", allow)
+					h.Set("Access-Control-Allow-Headers", "Authorization, Content-Type, Last-Event-ID, X-Connection-Id")
+					h.Set("Access-Control-Max-Age", "600")
+					w.WriteHeader(http.StatusNoContent)
+					return
+				}
 			}
 		}
-		if req.Method == http.MethodOptions {
-			w.Header().Set("Allow", "GET, HEAD, POST, OPTIONS")
-			w.WriteHeader(http.StatusNoContent)
-			return
-		}
-		next.ServeHTTP(w, req)
+		mux.ServeHTTP(w, req)
 	})
 }
 
