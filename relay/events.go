@@ -194,8 +194,17 @@ func (r *Relay) serveEvents(w http.ResponseWriter, req *http.Request) {
 	}
 	q := req.URL.Query()
 	poll := q.Get("poll") == "1"
+	head := req.Method == http.MethodHead
 	// Before the token is checked: a flood of bad tokens costs a map lookup.
-	if ok, wait := r.limits.ipRate.allow(r.limits.clientAddr(req), time.Now()); !ok {
+	// A HEAD only peeks (see serveHead).
+	var ok bool
+	var wait time.Duration
+	if head {
+		ok, wait = r.limits.ipRate.peek(r.limits.clientAddr(req), time.Now())
+	} else {
+		ok, wait = r.limits.ipRate.allow(r.limits.clientAddr(req), time.Now())
+	}
+	if !ok {
 		r.refuseLimited(w, req, poll, limitIPRate, wait)
 		return
 	}
@@ -206,8 +215,8 @@ func (r *Relay) serveEvents(w http.ResponseWriter, req *http.Request) {
 		writeError(w, status, msg)
 		return
 	}
-	if req.Method == http.MethodHead {
-		r.serveHead(w, sr)
+	if head {
+		r.serveHead(w, req, sr)
 		return
 	}
 	if ok, wait := r.limits.userRate.allow(sr.claims.Subject, time.Now()); !ok {

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"slices"
+	"time"
 )
 
 // writeJSON writes v as the JSON body of a response with status.
@@ -74,13 +75,41 @@ func (r *Relay) cors(mux *http.ServeMux) http.Handler {
 // or a read of the store. HEAD is GET without content (RFC 9110 9.3.2):
 // monitors and link checkers send it, and answering with the stream's
 // headers tells them what a GET would say; 405 would hide a bad token.
-func (r *Relay) serveHead(w http.ResponseWriter, sr *streamRequest) {
+//
+// That includes the limits and draining: a GET that would be sent away
+// gets the sent-away answer's headers (no X-Connection-Id), a poll over
+// its rate 429 with Retry-After. But a HEAD only peeks at them, in the
+// order serveEvents meets them: it takes no token of the per-address or
+// per-user rate and holds no stream slot, so probes (a health check every
+// few seconds, from behind the same NAT as the users) never use up what
+// GETs need. Taking them instead would make the HEAD exact about the next
+// GET only by making that GET fail. The per-address rate is thus no bound
+// on HEADs with bad tokens, each a signature check (the token cache keeps
+// only tokens that verified), as it never bounded POST /v1/publish. A
+// poll's replay slot is not looked at: a HEAD does not read the store.
+func (r *Relay) serveHead(w http.ResponseWriter, req *http.Request, sr *streamRequest) {
+	if ok, wait := r.limits.userRate.peek(sr.claims.Subject, time.Now()); !ok {
+		r.refuseLimited(w, req, sr.poll, limitUserRate, wait)
+		return
+	}
 	if sr.poll {
 		w.Header().Set("Content-Type", "application/json")
 		w.Header().Set("Cache-Control", "no-store")
-	} else {
-		setStreamHeaders(w, "")
+		w.Header().Set("X-Connection-Id", sr.connID)
+		w.WriteHeader(http.StatusOK)
+		return
 	}
-	w.Header().Set("X-Connection-Id", sr.connID)
+	switch r.hub.peek(sr.claims.Subject) {
+	case refusedDraining:
+		r.sendAway(w, "draining") // the body is not sent: what a GET would be told
+		return
+	case refusedFull:
+		r.sendAway(w, "busy")
+		return
+	case refusedUserFull:
+		r.refuseLimited(w, req, false, limitUserStreams, 0)
+		return
+	}
+	setStreamHeaders(w, sr.connID)
 	w.WriteHeader(http.StatusOK)
 }
