@@ -179,3 +179,49 @@ func TestWrongMethod(t *testing.T) {
 	wantError(t, do(t, http.MethodPost, e.url+"/nope", nil, ""), http.StatusNotFound, "not found")
 	wantError(t, do(t, http.MethodPost, e.url+"/", nil, ""), http.StatusMethodNotAllowed, "method POST not allowed: GET, HEAD, OPTIONS")
 }
+
+// TestOptions: OPTIONS on a path that exists answers 204 with that path's
+// methods in Allow (RFC 9110 9.3.7), with or without CORS; a preflight from
+// an allowed origin gets the same methods in Access-Control-Allow-Methods;
+// an unknown path is 404 whatever the method.
+func TestOptions(t *testing.T) {
+	t.Parallel()
+	const origin = "https://app.example"
+	paths := []struct{ path, allow string }{
+		{"/v1/events?app_id=demo", "GET, HEAD, OPTIONS"},
+		{"/v1/publish", "POST, OPTIONS"},
+		{"/healthz", "GET, HEAD, OPTIONS"},
+		{"/", "GET, HEAD, OPTIONS"},
+	}
+	want204 := func(what string, r httpResult, allow string) {
+		t.Helper()
+		if r.Status != http.StatusNoContent || len(r.Body) != 0 {
+			t.Fatalf("%s: %d %s, want 204 without a body", what, r.Status, r.Body)
+		}
+		if got := r.Header.Get("Allow"); got != allow {
+			t.Fatalf("%s: Allow %q, want %q", what, got, allow)
+		}
+	}
+	plain := newEnv(t)
+	cors := newEnv(t, withConfig(func(c *Config) { c.AllowedOrigins = []string{origin} }))
+	for _, e := range []*testEnv{plain, cors} {
+		for _, p := range paths {
+			want204("OPTIONS "+p.path, do(t, http.MethodOptions, e.url+p.path, nil, ""), p.allow)
+		}
+		wantError(t, do(t, http.MethodOptions, e.url+"/nope", nil, ""), http.StatusNotFound, "not found")
+	}
+	for _, p := range paths {
+		r := do(t, http.MethodOptions, cors.url+p.path, http.Header{"Origin": {origin}, "Access-Control-Request-Method": {"GET"}}, "")
+		want204("preflight "+p.path, r, p.allow)
+		if got := r.Header.Get("Access-Control-Allow-Methods"); got != p.allow {
+			t.Fatalf("preflight %s: Access-Control-Allow-Methods %q, want %q", p.path, got, p.allow)
+		}
+		if got := r.Header.Get("Access-Control-Allow-Origin"); got != origin {
+			t.Fatalf("preflight %s: Access-Control-Allow-Origin %q", p.path, got)
+		}
+	}
+	r := do(t, http.MethodOptions, cors.url+"/nope", http.Header{"Origin": {origin}, "Access-Control-Request-Method": {"GET"}}, "")
+	wantError(t, r, http.StatusNotFound, "not found")
+	nd := newEnv(t, withConfig(func(c *Config) { c.NoDemo = true }))
+	wantError(t, do(t, http.MethodOptions, nd.url+"/", nil, ""), http.StatusNotFound, "not found")
+}

@@ -32,10 +32,23 @@ type streamRequest struct {
 	expires time.Time
 }
 
+// onceParams are the query parameters of a stream request that hold one
+// value (poll has a check of its own). Given twice, url.Values.Get would
+// take the first silently, and a proxy, a log or another server that takes
+// the last would see another request than the relay serves; topic and feed
+// are lists.
+var onceParams = [...]string{"app_id", auth.QueryParam, "connection_id", "last_event_id"}
+
 // parseStreamRequest authenticates and validates a stream request, whose
 // query is q (parsed once by the caller). On failure it returns the status
 // and message to send.
 func (r *Relay) parseStreamRequest(req *http.Request, q url.Values) (*streamRequest, int, string) {
+	// Before the token: which access_token would be the one?
+	for _, name := range onceParams {
+		if len(q[name]) > 1 {
+			return nil, http.StatusBadRequest, name + " must be given once"
+		}
+	}
 	tok, ok := auth.TokenFromRequestQuery(req, q, true)
 	if !ok {
 		return nil, http.StatusUnauthorized, "missing token: send Authorization: Bearer, the access_token parameter or the sserelay_token cookie"
@@ -194,8 +207,17 @@ func (r *Relay) serveEvents(w http.ResponseWriter, req *http.Request) {
 	}
 	q := req.URL.Query()
 	poll := q.Get("poll") == "1"
+	head := req.Method == http.MethodHead
 	// Before the token is checked: a flood of bad tokens costs a map lookup.
-	if ok, wait := r.limits.ipRate.allow(r.limits.clientAddr(req), time.Now()); !ok {
+	// A HEAD only peeks (see serveHead).
+	var ok bool
+	var wait time.Duration
+	if head {
+		ok, wait = r.limits.ipRate.peek(r.limits.clientAddr(req), time.Now())
+	} else {
+		ok, wait = r.limits.ipRate.allow(r.limits.clientAddr(req), time.Now())
+	}
+	if !ok {
 		r.refuseLimited(w, req, poll, limitIPRate, wait)
 		return
 	}
@@ -206,8 +228,8 @@ func (r *Relay) serveEvents(w http.ResponseWriter, req *http.Request) {
 		writeError(w, status, msg)
 		return
 	}
-	if req.Method == http.MethodHead {
-		r.serveHead(w, sr)
+	if head {
+		r.serveHead(w, req, sr)
 		return
 	}
 	if ok, wait := r.limits.userRate.allow(sr.claims.Subject, time.Now()); !ok {

@@ -208,3 +208,34 @@ func TestDedupe(t *testing.T) {
 		}
 	}
 }
+
+// TestRepeatedQueryParameters: a single-valued parameter given twice is a
+// 400 that names it, not a stream with the first value; topic and feed
+// are lists and may repeat.
+func TestRepeatedQueryParameters(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	tok := token(t, "alice", claimFeeds("_all"))
+	for _, c := range []struct{ query, param string }{
+		{"app_id=demo&app_id=other", "app_id"},
+		{"app_id=demo&app_id=demo", "app_id"},
+		{"app_id=demo&connection_id=abcdefgh&connection_id=zzzzzzzz", "connection_id"},
+		{"app_id=demo&last_event_id=1&last_event_id=2", "last_event_id"},
+		{"app_id=demo&last_event_id=1&last_event_id=", "last_event_id"},
+		{"app_id=demo&poll=1&app_id=demo", "app_id"},
+	} {
+		t.Run(c.query, func(t *testing.T) {
+			wantError(t, e.getEvents(t, c.query, bearer(tok)), http.StatusBadRequest, c.param+" must be given once")
+		})
+	}
+	// The token in the query, given twice: the same answer whoever's it is.
+	q := "app_id=demo&access_token=" + tok + "&access_token=" + token(t, "bob")
+	wantError(t, e.getEvents(t, q, nil), http.StatusBadRequest, "access_token must be given once")
+	wantError(t, e.getEvents(t, "app_id=demo&access_token="+tok+"&access_token="+tok, nil), http.StatusBadRequest, "access_token must be given once")
+
+	s := e.open("app_id=demo&feed=alice&feed=_all&topic=a&topic=b&connection_id=abcdefgh", bearer(tok))
+	if h := s.Hello(t); h.ConnectionID != "abcdefgh" {
+		t.Fatalf("connection id %q, want abcdefgh", h.ConnectionID)
+	}
+	s.Close()
+}

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"slices"
+	"time"
 )
 
 // writeJSON writes v as the JSON body of a response with status.
@@ -32,9 +33,13 @@ func writeError(w http.ResponseWriter, status int, msg string) {
 // sends cookies nor exposes a response that needed them, so a foreign page
 // can only use a token it already holds. The origin "null" (sandboxed
 // frames, file: pages) is never reflected.
-func (r *Relay) cors(next http.Handler) http.Handler {
+//
+// A preflight is answered here with the methods of its path (mux's), as
+// the catch-all of mux answers any other OPTIONS; a preflight for a path
+// that nothing serves goes on to mux's 404.
+func (r *Relay) cors(mux *http.ServeMux) http.Handler {
 	if len(r.cfg.AllowedOrigins) == 0 {
-		return next
+		return mux
 	}
 	anyOrigin := slices.Contains(r.cfg.AllowedOrigins, "*")
 	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
@@ -51,19 +56,17 @@ func (r *Relay) cors(next http.Handler) http.Handler {
 			h.Add("Vary", "Origin")
 			h.Set("Access-Control-Expose-Headers", "X-Connection-Id, Retry-After")
 			if req.Method == http.MethodOptions && req.Header.Get("Access-Control-Request-Method") != "" {
-				h.Set("Access-Control-Allow-Methods", "GET, POST, OPTIONS")
-				h.Set("Access-Control-Allow-Headers", "Authorization, Content-Type, Last-Event-ID, X-Connection-Id")
-				h.Set("Access-Control-Max-Age", "600")
-				w.WriteHeader(http.StatusNoContent)
-				return
+				if allow := allowedMethods(mux, req); allow != "" {
+					h.Set("Allow", allow)
+					h.Set("Access-Control-Allow-Methods", allow)
+					h.Set("Access-Control-Allow-Headers", "Authorization, Content-Type, Last-Event-ID, X-Connection-Id")
+					h.Set("Access-Control-Max-Age", "600")
+					w.WriteHeader(http.StatusNoContent)
+					return
+				}
 			}
 		}
-		if req.Method == http.MethodOptions {
-			w.Header().Set("Allow", "GET, HEAD, POST, OPTIONS")
-			w.WriteHeader(http.StatusNoContent)
-			return
-		}
-		next.ServeHTTP(w, req)
+		mux.ServeHTTP(w, req)
 	})
 }
 
@@ -72,13 +75,41 @@ func (r *Relay) cors(next http.Handler) http.Handler {
 // or a read of the store. HEAD is GET without content (RFC 9110 9.3.2):
 // monitors and link checkers send it, and answering with the stream's
 // headers tells them what a GET would say; 405 would hide a bad token.
-func (r *Relay) serveHead(w http.ResponseWriter, sr *streamRequest) {
+//
+// That includes the limits and draining: a GET that would be sent away
+// gets the sent-away answer's headers (no X-Connection-Id), a poll over
+// its rate 429 with Retry-After. But a HEAD only peeks at them, in the
+// order serveEvents meets them: it takes no token of the per-address or
+// per-user rate and holds no stream slot, so probes (a health check every
+// few seconds, from behind the same NAT as the users) never use up what
+// GETs need. Taking them instead would make the HEAD exact about the next
+// GET only by making that GET fail. The per-address rate is thus no bound
+// on HEADs with bad tokens, each a signature check (the token cache keeps
+// only tokens that verified), as it never bounded POST /v1/publish. A
+// poll's replay slot is not looked at: a HEAD does not read the store.
+func (r *Relay) serveHead(w http.ResponseWriter, req *http.Request, sr *streamRequest) {
+	if ok, wait := r.limits.userRate.peek(sr.claims.Subject, time.Now()); !ok {
+		r.refuseLimited(w, req, sr.poll, limitUserRate, wait)
+		return
+	}
 	if sr.poll {
 		w.Header().Set("Content-Type", "application/json")
 		w.Header().Set("Cache-Control", "no-store")
-	} else {
-		setStreamHeaders(w, "")
+		w.Header().Set("X-Connection-Id", sr.connID)
+		w.WriteHeader(http.StatusOK)
+		return
 	}
-	w.Header().Set("X-Connection-Id", sr.connID)
+	switch r.hub.peek(sr.claims.Subject) {
+	case refusedDraining:
+		r.sendAway(w, "draining") // the body is not sent: what a GET would be told
+		return
+	case refusedFull:
+		r.sendAway(w, "busy")
+		return
+	case refusedUserFull:
+		r.refuseLimited(w, req, false, limitUserStreams, 0)
+		return
+	}
+	setStreamHeaders(w, sr.connID)
 	w.WriteHeader(http.StatusOK)
 }

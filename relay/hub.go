@@ -137,6 +137,22 @@ func (h *hub) register(s *session) (uint64, registration) {
 	return h.cursor, registered
 }
 
+// peek returns what register would return now for a session of user,
+// registering nothing.
+func (h *hub) peek(user string) registration {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	switch {
+	case h.draining:
+		return refusedDraining
+	case h.maxStreams > 0 && h.open.Load() >= int64(h.maxStreams):
+		return refusedFull
+	case h.maxPerUser > 0 && h.users[user] >= h.maxPerUser:
+		return refusedUserFull
+	}
+	return registered
+}
+
 // unregister removes a registered session.
 func (h *hub) unregister(s *session) {
 	h.mu.Lock()

@@ -242,7 +242,32 @@ func (k *keyedBuckets) allow(key string, now time.Time) (bool, time.Duration) {
 		b.tokens--
 		return true, 0
 	}
-	return false, time.Duration((1 - b.tokens) / k.rate * float64(time.Second))
+	return false, k.waitFor(b.tokens)
+}
+
+// peek answers what allow would, and changes nothing: no token is taken
+// and an unknown key gets no bucket.
+func (k *keyedBuckets) peek(key string, now time.Time) (bool, time.Duration) {
+	if k == nil {
+		return true, 0
+	}
+	sh := &k.shards[maphash.String(k.seed, key)%uint64(len(k.shards))]
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	b := sh.m[key]
+	if b == nil {
+		return true, 0 // a full bucket
+	}
+	tokens := min(k.burst, b.tokens+now.Sub(b.at).Seconds()*k.rate)
+	if tokens >= 1 {
+		return true, 0
+	}
+	return false, k.waitFor(tokens)
+}
+
+// waitFor returns the wait until a bucket holding tokens (< 1) has one.
+func (k *keyedBuckets) waitFor(tokens float64) time.Duration {
+	return time.Duration((1 - tokens) / k.rate * float64(time.Second))
 }
 
 // evict forgets the buckets that have refilled, then arbitrary ones until
@@ -327,8 +352,13 @@ func (u *userSlots) release(user string) {
 // refuseLimited answers a stream or poll request over limit. A poll (fetch)
 // gets 429 with Retry-After; an EventSource gives up for good on any status
 // but 200, so it gets 200, a retry hint no shorter than the wait, and a close.
+//
+// A HEAD is not counted: it only asks (see serveHead), and a monitor's
+// probes must not look like clients being refused.
 func (r *Relay) refuseLimited(w http.ResponseWriter, req *http.Request, poll bool, limit string, wait time.Duration) {
-	r.metrics.limited[limit].Inc()
+	if req.Method != http.MethodHead {
+		r.metrics.limited[limit].Inc()
+	}
 	r.log.Debug("request limited", "limit", limit, "path", req.URL.Path, "remote", req.RemoteAddr, "wait", wait)
 	if poll {
 		w.Header().Set("Retry-After", retryAfter(wait))

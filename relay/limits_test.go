@@ -3,6 +3,7 @@ package relay
 import (
 	"net/http"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -94,5 +95,90 @@ func BenchmarkKeyedBucketsNewKeys(b *testing.B) {
 	}
 	if n := k.keys(); n > 100000 {
 		b.Fatalf("%d keys kept, bound 100000", n)
+	}
+}
+
+// TestHeadPeeksLimits: HEAD /v1/events answers what a GET would get at that
+// moment, the limits and draining included: a stream that would be sent
+// away is 200 without X-Connection-Id, a poll over its rate 429 with
+// Retry-After. And HEAD only looks: it takes no token of the per-user or
+// per-address rate and no stream slot, so that probes never starve GETs.
+func TestHeadPeeksLimits(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, withConfig(func(c *Config) {
+		c.MaxStreamsPerUser = 1
+		c.UserStreamRate, c.UserStreamBurst = 0.001, 2
+		c.IPStreamRate, c.IPStreamBurst = 0.001, 5
+	}))
+	head := func(t *testing.T, query, user string) httpResult {
+		t.Helper()
+		return do(t, http.MethodHead, e.url+"/v1/events?"+query, bearer(token(t, user)), "")
+	}
+	opens := func(what string, r httpResult) {
+		t.Helper()
+		if r.Status != http.StatusOK || r.Header.Get("Content-Type") != "text/event-stream" || r.Header.Get("X-Connection-Id") == "" {
+			t.Fatalf("%s: %d %v, want 200 text/event-stream with X-Connection-Id", what, r.Status, r.Header)
+		}
+	}
+	sentAway := func(what string, r httpResult) {
+		t.Helper()
+		if r.Status != http.StatusOK || r.Header.Get("Content-Type") != "text/event-stream" || r.Header.Get("X-Connection-Id") != "" || len(r.Body) != 0 {
+			t.Fatalf("%s: %d %v %q, want 200 text/event-stream without X-Connection-Id or a body", what, r.Status, r.Header, r.Body)
+		}
+	}
+
+	// The user's burst of 2, used up by polls; HEADs before it take none of it.
+	for i := 0; i < 5; i++ {
+		opens("HEAD within the burst", head(t, "app_id=demo", "rate"))
+	}
+	for i := 0; i < 2; i++ { // GETs 1 and 2 of the address
+		if r := e.getEvents(t, "app_id=demo&poll=1", bearer(token(t, "rate"))); r.Status != http.StatusOK {
+			t.Fatalf("poll %d within the burst: %d %s (HEADs took tokens)", i, r.Status, r.Body)
+		}
+	}
+	sentAway("HEAD over the user's rate", head(t, "app_id=demo", "rate"))
+	if r := head(t, "app_id=demo&poll=1", "rate"); r.Status != http.StatusTooManyRequests || r.Header.Get("Retry-After") == "" {
+		t.Fatalf("HEAD of a poll over the user's rate: %d %v, want 429 with Retry-After", r.Status, r.Header)
+	}
+	s := e.getEvents(t, "app_id=demo", bearer(token(t, "rate"))) // GET 3
+	if s.Status != http.StatusOK || !strings.HasPrefix(string(s.Body), ": limited: user-stream-rate\n") {
+		t.Fatalf("GET over the user's rate: %d %q", s.Status, s.Body)
+	}
+	if got := e.metric(`sserelay_limited_total{limit="user-stream-rate"}`); got != 1 {
+		t.Fatalf("sserelay_limited_total{user-stream-rate} %v, want 1: only the GET was refused", got)
+	}
+
+	// The user's one stream: a HEAD while it is open says a GET is refused,
+	// and a HEAD before does not hold the slot.
+	opens("HEAD with no stream open", head(t, "app_id=demo", "spu"))
+	st := e.open("app_id=demo", bearer(token(t, "spu"))) // GET 4
+	st.Connected(t)
+	sentAway("HEAD with the user's streams open", head(t, "app_id=demo", "spu"))
+
+	// The address's burst of 5: 4 GETs so far, and many HEADs that took none.
+	opens("HEAD of another user", head(t, "app_id=demo", "other"))
+	if r := e.getEvents(t, "app_id=demo&poll=1", bearer(token(t, "other"))); r.Status != http.StatusOK { // GET 5
+		t.Fatalf("poll within the address's burst: %d %s (HEADs took tokens)", r.Status, r.Body)
+	}
+	sentAway("HEAD over the address's rate", head(t, "app_id=demo", "other2"))
+	st.Close()
+}
+
+// TestHeadWhileDraining: a draining relay sends new streams away, and HEAD
+// says so.
+func TestHeadWhileDraining(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	hdr := bearer(token(t, "alice"))
+	if r := do(t, http.MethodHead, e.url+"/v1/events?app_id=demo", hdr, ""); r.Header.Get("X-Connection-Id") == "" {
+		t.Fatalf("HEAD before draining: %d %v, want X-Connection-Id", r.Status, r.Header)
+	}
+	e.relay.Drain()
+	r := do(t, http.MethodHead, e.url+"/v1/events?app_id=demo", hdr, "")
+	if r.Status != http.StatusOK || r.Header.Get("Content-Type") != "text/event-stream" || r.Header.Get("X-Connection-Id") != "" {
+		t.Fatalf("HEAD while draining: %d %v, want 200 text/event-stream without X-Connection-Id", r.Status, r.Header)
+	}
+	if g := e.getEvents(t, "app_id=demo", hdr); g.Header.Get("X-Connection-Id") != "" || !strings.HasPrefix(string(g.Body), ": draining\n") {
+		t.Fatalf("GET while draining: %d %v %q", g.Status, g.Header, g.Body)
 	}
 }

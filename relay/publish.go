@@ -82,6 +82,24 @@ func (p *PublishRequest) payload() ([]byte, error) {
 	return b.Bytes(), nil
 }
 
+// isJSONMediaType reports whether the Content-Type ct is application/json:
+// the media type in any case (RFC 9110 8.3.1), then nothing, or optional
+// whitespace and parameters after ';'. The parameters are not looked at,
+// as before: JSON is UTF-8 whatever a charset says. What mime.ParseMediaType
+// decides for the media type, without its lowered copy and parameter map on
+// every publish; net/http has trimmed the whitespace around the value.
+func isJSONMediaType(ct string) bool {
+	const mt = "application/json"
+	if ct == mt {
+		return true
+	}
+	if len(ct) < len(mt) || !strings.EqualFold(ct[:len(mt)], mt) {
+		return false
+	}
+	rest := strings.TrimLeft(ct[len(mt):], " \t")
+	return rest == "" || rest[0] == ';'
+}
+
 // parsePublish authenticates and validates a publish request and returns
 // the message to store. On failure it returns the status and message to send.
 func (r *Relay) parsePublish(w http.ResponseWriter, req *http.Request) (*nats.Msg, int, string) {
@@ -101,7 +119,7 @@ func (r *Relay) parsePublish(w http.ResponseWriter, req *http.Request) (*nats.Ms
 		w.Header().Set("Connection", "close") // the body is not read
 		return nil, http.StatusTooManyRequests, "too many publishes: retry later"
 	}
-	if ct := req.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(ct, "application/json") {
+	if ct := req.Header.Get("Content-Type"); ct != "" && !isJSONMediaType(ct) {
 		return nil, http.StatusUnsupportedMediaType, "content type must be application/json"
 	}
 	body := http.MaxBytesReader(w, req.Body, r.cfg.MaxPublishBytes)

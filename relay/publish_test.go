@@ -465,3 +465,33 @@ func allStacks() string {
 	buf := make([]byte, 1<<22)
 	return string(buf[:runtime.Stack(buf, true)])
 }
+
+// TestPublishContentType: the media type is case-insensitive (RFC 9110
+// 8.3.1) and may carry parameters; another type, or a longer name that
+// starts with application/json, is 415.
+func TestPublishContentType(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	tok := token(t, "alice", claimPublish("demo"))
+	body := `{"app_id":"demo","feed":"alice","data":"x"}`
+	for _, ct := range []string{"application/json", "Application/JSON", "APPLICATION/JSON; charset=UTF-8",
+		"application/json; charset=utf-8", "application/json;charset=utf-8", "application/json ; charset=utf-8"} {
+		t.Run(ct, func(t *testing.T) { wantSeq(t, e.post(t, tok, body, "Content-Type", ct)) })
+	}
+	for _, ct := range []string{"text/plain", "application/jsonx", "application/json+x", "application/json charset=utf-8", "application/jso"} {
+		t.Run(ct, func(t *testing.T) {
+			wantError(t, e.post(t, tok, body, "Content-Type", ct), http.StatusUnsupportedMediaType, "content type must be application/json")
+		})
+	}
+}
+
+// TestJSONMediaTypeAllocs: the check on every publish allocates nothing,
+// whatever the case and parameters.
+func TestJSONMediaTypeAllocs(t *testing.T) {
+	if n := testing.AllocsPerRun(100, func() {
+		_ = isJSONMediaType("application/json")
+		_ = isJSONMediaType("Application/JSON; charset=utf-8")
+	}); n != 0 {
+		t.Fatalf("isJSONMediaType: %v allocations, want 0", n)
+	}
+}

@@ -258,10 +258,15 @@ func (r *Relay) Handler() http.Handler {
 	webRoutes(mux, !r.cfg.NoDemo)
 	mux.HandleFunc("/", func(w http.ResponseWriter, req *http.Request) {
 		// The catch-all matches every method, so the mux never answers 405
-		// itself: a path that another method serves gets it here.
-		if allow := allowedMethods(mux, req); len(allow) > 0 {
-			w.Header().Set("Allow", strings.Join(allow, ", "))
-			writeError(w, http.StatusMethodNotAllowed, "method "+req.Method+" not allowed: "+strings.Join(allow, ", "))
+		// itself: a path that another method serves gets it here, and
+		// OPTIONS on such a path its methods (RFC 9110 9.3.7).
+		if allow := allowedMethods(mux, req); allow != "" {
+			w.Header().Set("Allow", allow)
+			if req.Method == http.MethodOptions {
+				w.WriteHeader(http.StatusNoContent)
+				return
+			}
+			writeError(w, http.StatusMethodNotAllowed, "method "+req.Method+" not allowed: "+allow)
 			return
 		}
 		writeError(w, http.StatusNotFound, "not found")
@@ -270,8 +275,10 @@ func (r *Relay) Handler() http.Handler {
 }
 
 // allowedMethods returns the methods that mux serves req's path with,
-// other than through the catch-all "/".
-func allowedMethods(mux *http.ServeMux, req *http.Request) []string {
+// other than through the catch-all "/", and OPTIONS, which the catch-all
+// answers for every such path: "GET, HEAD, OPTIONS". It is "" for a path
+// that nothing serves.
+func allowedMethods(mux *http.ServeMux, req *http.Request) string {
 	var allow []string
 	for _, m := range []string{http.MethodGet, http.MethodHead, http.MethodPost} {
 		probe := &http.Request{Method: m, URL: req.URL, Host: req.Host, Header: http.Header{}}
@@ -279,10 +286,10 @@ func allowedMethods(mux *http.ServeMux, req *http.Request) []string {
 			allow = append(allow, m)
 		}
 	}
-	if len(allow) > 0 {
-		allow = append(allow, http.MethodOptions) // CORS preflight
+	if len(allow) == 0 {
+		return ""
 	}
-	return allow
+	return strings.Join(append(allow, http.MethodOptions), ", ")
 }
 
 // retryHint returns the reconnection delay for a client that is sent away:
