@@ -33,6 +33,12 @@ type Config struct {
 	Conn *nats.Conn
 	// Verifier checks tokens. Required.
 	Verifier TokenVerifier
+	// TokenLeeway is the clock skew the Verifier allows on exp and nbf: a
+	// stream ends TokenLeeway after its token's exp, as the Verifier would
+	// refuse it only then (0: at exp). Otherwise a token accepted within
+	// the leeway would be told at once that it expired, and reconnect in
+	// a loop.
+	TokenLeeway time.Duration
 	// Stream is the JetStream stream holding the events (default "SSE").
 	Stream string
 	// SubjectPrefix is the first subject token (default "sse").
@@ -414,6 +420,8 @@ func (c *Config) check() error {
 		return invalid("PublishWindow", c.PublishWindow, positive)
 	case c.RequestTimeout < MinTimeout:
 		return invalid("RequestTimeout", c.RequestTimeout, timeout)
+	case c.TokenLeeway < 0:
+		return invalid("TokenLeeway", c.TokenLeeway, "must not be negative")
 	case c.TokenCache < -1:
 		return invalid("TokenCache", c.TokenCache, "want a positive count, or -1 for no cache")
 	}

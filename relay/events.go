@@ -59,7 +59,7 @@ func (r *Relay) parseStreamRequest(req *http.Request, q url.Values) (*streamRequ
 	}
 	sr := &streamRequest{claims: claims, app: q.Get("app_id"), poll: q.Get("poll") == "1"}
 	if claims.ExpiresAt != nil {
-		sr.expires = claims.ExpiresAt.Time
+		sr.expires = claims.ExpiresAt.Add(r.cfg.TokenLeeway)
 	}
 	if p, ok := q["poll"]; ok && (len(p) != 1 || p[0] != "1" && p[0] != "0") {
 		// A typo (poll=true) would otherwise open a stream the client

@@ -1,8 +1,11 @@
 package relay
 
 import (
+	"context"
 	"testing"
 	"time"
+
+	"github.com/sserelay/sserelay/relay/auth"
 )
 
 // waitFor polls cond until it holds; the deadline is a hang guard only.
@@ -87,5 +90,32 @@ func TestExpiriesRemoveKeepsOrder(t *testing.T) {
 	}
 	if e.q != nil || e.armed != 0 {
 		t.Fatalf("after removing all: %d queued, timer armed for %d", len(e.q), e.armed)
+	}
+}
+
+// TestTokenLeewayStream: a token accepted within the verifier's leeway
+// (its exp just passed) opens a stream that lives until exp + leeway, not
+// one told at once that its token expired, which would reconnect in a loop.
+func TestTokenLeewayStream(t *testing.T) {
+	t.Parallel()
+	const leeway = 3 * time.Second
+	v, err := auth.NewVerifier(context.Background(), auth.Config{Secret: testSecret, Leeway: leeway})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newEnv(t, withConfig(func(c *Config) { c.Verifier, c.TokenLeeway = v, leeway }))
+	exp := time.Now().Add(-time.Second).Truncate(time.Second) // 1 to 2 s ago
+	s := e.open("app_id=demo", bearer(token(t, "alice", claimExpires(exp))))
+	s.Connected(t)
+	seq := e.publish("sse.demo.alice", "within the leeway")
+	ev := s.MustNext(t)
+	if ev.Event == EventTokenExpired || evID(ev) != seq {
+		t.Fatalf("got %+v, want event %d: the stream ended before exp + leeway", ev, seq)
+	}
+	if ev := s.MustNext(t); ev.Event != EventTokenExpired {
+		t.Fatalf("got %+v, want %s", ev, EventTokenExpired)
+	}
+	if late := time.Since(exp.Add(leeway)); late < 0 {
+		t.Errorf("token-expired %v before exp + leeway", -late)
 	}
 }
