@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -136,6 +137,52 @@ func TestServeRefusesBadEnv(t *testing.T) {
 				t.Errorf("exit %d, stderr %q; want exit %d and %q", code, stderr.String(), ExitUsage, want)
 			}
 		})
+	}
+}
+
+// TestServeRefusesZeroEnv: every flag that validate refuses as 0 or empty
+// on the command line (those whose default is not), set to 0 or empty
+// through its SSERELAY_ variable instead, is refused the same way: exit
+// ExitUsage, naming the flag and the variable, before anything starts. The
+// table is the flags themselves, so a new flag cannot escape it.
+func TestServeRefusesZeroEnv(t *testing.T) {
+	n := 0
+	for _, f := range serveFlags(newServeConfig()) {
+		def := flagDefault(f)
+		if def.Kind() == reflect.Bool || def.IsZero() {
+			continue
+		}
+		n++
+		name := f.Names()[0]
+		zero := "0"
+		if def.Kind() == reflect.String {
+			zero = ""
+		}
+		t.Run(name, func(t *testing.T) {
+			envVar := env(name)[0]
+			t.Setenv(envVar, zero)
+			dataDir := filepath.Join(t.TempDir(), "data")
+			args := []string{"sserelay", "serve", "--jwt-secret", "s"}
+			for _, kv := range [][2]string{{"data-dir", dataDir}, {"listen", "127.0.0.1:0"}, {"nats-listen", "off"}} {
+				if kv[0] != name { // the variable alone sets the flag under test
+					args = append(args, "--"+kv[0], kv[1])
+				}
+			}
+			var stderr bytes.Buffer
+			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second) // ends a serve that started
+			code := Main(ctx, args, &stderr)
+			cancel()
+			msg := stderr.String()
+			if code != ExitUsage || !strings.Contains(msg, "--"+name+" ") || !strings.Contains(msg, envVar) {
+				t.Errorf("%s=%q: exit %d, stderr %q; want exit %d naming --%s and %s", envVar, zero, code, msg, ExitUsage, name, envVar)
+			}
+			if _, err := os.Stat(dataDir); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("%s=%q: data dir exists (%v): it started before refusing", envVar, zero, err)
+			}
+		})
+	}
+	if n < 10 {
+		t.Fatalf("only %d flags with a non-zero default: the table lost its flags", n)
 	}
 }
 
