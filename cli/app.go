@@ -30,7 +30,12 @@ func version() string {
 // means nothing or does not parse, 1 for any other failure, which it prints
 // to stderr first.
 func Main(ctx context.Context, args []string, stderr io.Writer) int {
-	app := NewApp()
+	return runApp(ctx, NewApp(), args, stderr)
+}
+
+// runApp is Main with the application given, so that a test can capture
+// its stdout (app.Writer) too.
+func runApp(ctx context.Context, app *cli.App, args []string, stderr io.Writer) int {
 	app.ErrWriter = stderr
 	err := app.RunContext(ctx, args)
 	if err == nil {
