@@ -26,9 +26,10 @@ func tokenCommand() *cli.Command {
 		Name:         "token",
 		Usage:        "print an HS256 token for a user (for development and tests)",
 		OnUsageError: usage,
+		Before:       requireFlags("jwt-secret", "sub"),
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "jwt-secret", EnvVars: env("jwt-secret"), Required: true, Usage: "HS256 secret the relay verifies with", Destination: &f.Secret},
-			&cli.StringFlag{Name: "sub", EnvVars: env("sub"), Required: true, Usage: "the user: their own feed", Destination: &f.Sub},
+			&cli.StringFlag{Name: "jwt-secret", EnvVars: env("jwt-secret"), Usage: "HS256 secret the relay verifies with (required)", Destination: &f.Secret},
+			&cli.StringFlag{Name: "sub", EnvVars: env("sub"), Usage: "the user: their own feed (required)", Destination: &f.Sub},
 			&cli.StringSliceFlag{Name: "app", EnvVars: env("app"), Usage: "app id the token may use (repeatable; none = any)", Destination: &f.Apps},
 			&cli.StringSliceFlag{Name: "feed", EnvVars: env("feed"), Usage: "extra feed the token may read (repeatable)", Destination: &f.Feeds},
 			&cli.StringSliceFlag{Name: "publish", EnvVars: env("publish"), Usage: "publish grant over HTTP (repeatable): APP or * (all apps) for the feeds the token may read, APP:* or *:* for any feed (backend services)", Destination: &f.Publish},

@@ -34,7 +34,9 @@ func (e usageError) ExitCode() int { return ExitUsage }
 // usage makes err a usage error (flags that do not parse, for one), with
 // flags spelt as they are given.
 func usage(_ *cli.Context, err error, _ bool) error {
-	return usageError{errors.New(strings.Replace(err.Error(), "for flag -", "for flag --", 1))}
+	msg := strings.Replace(err.Error(), "for flag -", "for flag --", 1)
+	msg = strings.Replace(msg, "not defined: -", "not defined: --", 1)
+	return usageError{errors.New(msg)}
 }
 
 // CheckServe parses args (what follows "sserelay serve") and the

@@ -229,19 +229,59 @@ func TestCheckServe(t *testing.T) {
 	}
 }
 
-// TestEveryCommandUsageExit: a flag value that does not parse exits with
-// ExitUsage and names the flag with its two dashes, in every command.
+// TestEveryCommandUsageExit: a usage error exits with ExitUsage and says on
+// stderr what is wrong, in every command: a flag value that does not parse
+// (naming the flag with its two dashes), a required flag left out, an
+// unknown flag or command.
 func TestEveryCommandUsageExit(t *testing.T) {
-	for _, args := range [][]string{
-		{"serve", "--jwt-secret", "s", "--keepalive", "abc"},
-		{"token", "--jwt-secret", "s", "--sub", "x", "--ttl", "abc"},
-		{"publish", "--app", "a", "--feed", "f", "--timeout", "abc"},
-		{"bench", "--duration", "abc"},
+	for _, tc := range []struct {
+		args []string
+		want []string // each in stderr
+	}{
+		{[]string{"serve", "--jwt-secret", "s", "--keepalive", "abc"}, []string{"for flag --keepalive"}},
+		{[]string{"token", "--jwt-secret", "s", "--sub", "x", "--ttl", "abc"}, []string{"for flag --ttl"}},
+		{[]string{"publish", "--app", "a", "--feed", "f", "--timeout", "abc"}, []string{"for flag --timeout"}},
+		{[]string{"bench", "--duration", "abc"}, []string{"for flag --duration"}},
+		{[]string{"publish"}, []string{"--app", "--feed", "required"}},
+		{[]string{"publish", "--app", "a", "data"}, []string{"--feed", "required"}},
+		{[]string{"token", "--sub", "x"}, []string{"--jwt-secret", "required"}},
+		{[]string{"token", "--jwt-secret", "s"}, []string{"--sub", "required"}},
+		{[]string{"bogus"}, []string{`unknown command "bogus"`}},
+		{[]string{"help", "bogus"}, []string{`unknown command "bogus"`}},
+		{[]string{"--bogus"}, []string{"not defined: --bogus"}},
+		{[]string{"token", "--bogus", "--jwt-secret", "s", "--sub", "x"}, []string{"not defined: --bogus"}},
 	} {
-		var stderr bytes.Buffer
-		code := Main(context.Background(), append([]string{"sserelay"}, args...), &stderr)
-		if code != ExitUsage || !strings.Contains(stderr.String(), "for flag --") {
-			t.Errorf("%q: exit %d, stderr %q; want %d naming the flag", args, code, stderr.String(), ExitUsage)
+		var stdout, stderr bytes.Buffer
+		app := NewApp()
+		app.Writer = &stdout
+		code := runApp(context.Background(), app, append([]string{"sserelay"}, tc.args...), &stderr)
+		msg := stderr.String()
+		ok := code == ExitUsage
+		for _, w := range tc.want {
+			ok = ok && strings.Contains(msg, w)
 		}
+		if !ok {
+			t.Errorf("%q: exit %d, stderr %q; want %d and %q", tc.args, code, msg, ExitUsage, tc.want)
+		}
+		if strings.Contains(tc.args[0], "bogus") && stdout.Len() > 0 {
+			t.Errorf("%q: printed %q on stdout: an error goes to stderr only", tc.args, stdout.String())
+		}
+	}
+	// What still works: help, and the requirements met through the environment.
+	for _, args := range [][]string{{}, {"--help"}, {"-h"}, {"help"}, {"h"}, {"help", "token"}, {"token", "--help"}, {"serve", "-h"}, {"help", "help"}} {
+		var stdout, stderr bytes.Buffer
+		app := NewApp()
+		app.Writer = &stdout
+		if code := runApp(context.Background(), app, append([]string{"sserelay"}, args...), &stderr); code != 0 || stdout.Len() == 0 {
+			t.Errorf("%q: exit %d, stdout %d bytes, stderr %q; want help and 0", args, code, stdout.Len(), stderr.String())
+		}
+	}
+	t.Setenv("SSERELAY_JWT_SECRET", "token-test-secret-0123456789abcdef")
+	t.Setenv("SSERELAY_SUB", "alice")
+	var stdout, stderr bytes.Buffer
+	app := NewApp()
+	app.Writer = &stdout
+	if code := runApp(context.Background(), app, []string{"sserelay", "token"}, &stderr); code != 0 || stdout.Len() == 0 {
+		t.Errorf("token from the environment: exit %d, stderr %q", code, stderr.String())
 	}
 }
