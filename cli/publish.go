@@ -53,7 +53,7 @@ func publish(c *cli.Context, cfg *publishConfig) error {
 	var data []byte
 	switch arg := c.Args().First(); {
 	case c.NArg() > 1:
-		return errors.New("publish takes one DATA argument (quote it)")
+		return usageError{errors.New("publish takes one DATA argument (quote it)")}
 	case arg == "" || arg == "-":
 		b, err := io.ReadAll(io.LimitReader(c.App.Reader, 8<<20))
 		if err != nil {
@@ -65,11 +65,13 @@ func publish(c *cli.Context, cfg *publishConfig) error {
 	}
 	p := cfg.Req
 	p.Data = []byte(`""`) // validated separately: any bytes are fine here
+	// The relay's own checks of a POST /v1/publish, which name its JSON fields: app_id is --app,
+	// connection_id --connection-id, the others their flag. Bad flags, so a usage error.
 	if err := p.Validate(); err != nil {
-		return err
+		return usageError{err}
 	}
 	if cfg.ConnectionUser != "" && p.ConnectionID == "" {
-		return errors.New("--connection-user needs --connection-id")
+		return usageError{errors.New("--connection-user needs --connection-id")}
 	}
 	if p.ConnectionID != "" && cfg.ConnectionUser == "" {
 		fmt.Fprintln(c.App.ErrWriter, "warning: --connection-id without --connection-user excludes no one unless the relay runs with --exclusion-without-user")
