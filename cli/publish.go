@@ -34,8 +34,8 @@ func publishCommand() *cli.Command {
 		ArgsUsage: "[DATA]  (no DATA or - reads stdin)",
 		Flags: append(natsFlags(&cfg.NATS, catNATS, "NATS server URL(s), comma-separated"), []cli.Flag{
 			stringVar(&cfg.SubjectPrefix, "", "subject-prefix", "first subject token"),
-			&cli.StringFlag{Name: "app", EnvVars: env("app"), Required: true, Usage: "app id", Destination: &p.AppID},
-			&cli.StringFlag{Name: "feed", EnvVars: env("feed"), Required: true, Usage: "feed: a user id, or a shared feed", Destination: &p.Feed},
+			&cli.StringFlag{Name: "app", EnvVars: env("app"), Usage: "app id (required)", Destination: &p.AppID},
+			&cli.StringFlag{Name: "feed", EnvVars: env("feed"), Usage: "feed: a user id, or a shared feed (required)", Destination: &p.Feed},
 			&cli.StringFlag{Name: "topic", EnvVars: env("topic"), Usage: "topic (tokens joined by '.')", Destination: &p.Topic},
 			&cli.StringFlag{Name: "event", EnvVars: env("event"), Usage: "SSE event name (Sse-Event header)", Destination: &p.Event},
 			&cli.StringFlag{Name: "connection-id", EnvVars: env("connection-id"), Usage: "connection that must not receive the event (X-Connection-Id header; with --connection-user)", Destination: &p.ConnectionID},
@@ -44,6 +44,7 @@ func publishCommand() *cli.Command {
 			&cli.DurationFlag{Name: "timeout", EnvVars: env("timeout"), Value: cfg.Timeout, Usage: "wait this long for the acknowledgement", Destination: &cfg.Timeout},
 		}...),
 		OnUsageError: usage,
+		Before:       requireFlags("app", "feed"),
 		Action:       func(c *cli.Context) error { return publish(c, cfg) },
 	}
 }
@@ -52,7 +53,7 @@ func publish(c *cli.Context, cfg *publishConfig) error {
 	var data []byte
 	switch arg := c.Args().First(); {
 	case c.NArg() > 1:
-		return errors.New("publish takes one DATA argument (quote it)")
+		return usageError{errors.New("publish takes one DATA argument (quote it)")}
 	case arg == "" || arg == "-":
 		b, err := io.ReadAll(io.LimitReader(c.App.Reader, 8<<20))
 		if err != nil {
@@ -64,11 +65,13 @@ func publish(c *cli.Context, cfg *publishConfig) error {
 	}
 	p := cfg.Req
 	p.Data = []byte(`""`) // validated separately: any bytes are fine here
+	// The relay's own checks of a POST /v1/publish, which name its JSON fields: app_id is --app,
+	// connection_id --connection-id, the others their flag. Bad flags, so a usage error.
 	if err := p.Validate(); err != nil {
-		return err
+		return usageError{err}
 	}
 	if cfg.ConnectionUser != "" && p.ConnectionID == "" {
-		return errors.New("--connection-user needs --connection-id")
+		return usageError{errors.New("--connection-user needs --connection-id")}
 	}
 	if p.ConnectionID != "" && cfg.ConnectionUser == "" {
 		fmt.Fprintln(c.App.ErrWriter, "warning: --connection-id without --connection-user excludes no one unless the relay runs with --exclusion-without-user")

@@ -26,9 +26,10 @@ func tokenCommand() *cli.Command {
 		Name:         "token",
 		Usage:        "print an HS256 token for a user (for development and tests)",
 		OnUsageError: usage,
+		Before:       requireFlags("jwt-secret", "sub"),
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "jwt-secret", EnvVars: env("jwt-secret"), Required: true, Usage: "HS256 secret the relay verifies with", Destination: &f.Secret},
-			&cli.StringFlag{Name: "sub", EnvVars: env("sub"), Required: true, Usage: "the user: their own feed", Destination: &f.Sub},
+			&cli.StringFlag{Name: "jwt-secret", EnvVars: env("jwt-secret"), Usage: "HS256 secret the relay verifies with (required)", Destination: &f.Secret},
+			&cli.StringFlag{Name: "sub", EnvVars: env("sub"), Usage: "the user: their own feed (required)", Destination: &f.Sub},
 			&cli.StringSliceFlag{Name: "app", EnvVars: env("app"), Usage: "app id the token may use (repeatable; none = any)", Destination: &f.Apps},
 			&cli.StringSliceFlag{Name: "feed", EnvVars: env("feed"), Usage: "extra feed the token may read (repeatable)", Destination: &f.Feeds},
 			&cli.StringSliceFlag{Name: "publish", EnvVars: env("publish"), Usage: "publish grant over HTTP (repeatable): APP or * (all apps) for the feeds the token may read, APP:* or *:* for any feed (backend services)", Destination: &f.Publish},
@@ -40,6 +41,20 @@ func tokenCommand() *cli.Command {
 			if f.TTL < 0 {
 				// Not a token without exp, which is what 0 asks for.
 				return cli.Exit(fmt.Sprintf("--ttl %s: must not be negative (0: a token without exp)", f.TTL), ExitUsage)
+			}
+			if f.Secret == "" {
+				// Sign would say no verification key is configured: true, but not what this command lacks.
+				return cli.Exit("--jwt-secret is required to sign the token: the HS256 secret the relay verifies with", ExitUsage)
+			}
+			// The relay refuses a sub that is not a feed name (401) and never grants a feed that is
+			// not one subject token: minting either would print a token that cannot work.
+			if err := checkFeed(f.Sub); err != nil {
+				return cli.Exit("--sub "+err.Error(), ExitUsage)
+			}
+			for _, feed := range f.Feeds.Value() {
+				if err := checkFeed(feed); err != nil {
+					return cli.Exit("--feed "+err.Error(), ExitUsage)
+				}
 			}
 			for _, a := range f.Apps.Value() {
 				if !subject.ValidToken(a) {
@@ -82,8 +97,21 @@ func checkPublishGrant(g string, apps []string) error {
 	switch {
 	case app != "*" && !subject.ValidToken(app):
 		return fmt.Errorf("%q is not APP, APP:*, * or *:* (an app id is one subject token)", g)
+	case strings.Contains(app, ":"):
+		// "demo:room" or "demo:" reads as a grant for one feed, which the claim has no shape for:
+		// the relay would take it for an app named so and answer 403 for app demo.
+		return fmt.Errorf("%q is not APP, APP:*, * or *:*: a grant cannot name one feed (APP covers the feeds the token may read, APP:* any feed)", g)
 	case app != "*" && len(apps) > 0 && !slices.Contains(apps, app):
 		return fmt.Errorf("%q names app %q, which --app does not grant: the token could never use it", g, app)
+	}
+	return nil
+}
+
+// checkFeed refuses what the relay never takes for a feed (a sub or a
+// feeds entry): anything but one subject token.
+func checkFeed(feed string) error {
+	if !subject.ValidToken(feed) {
+		return fmt.Errorf("%q: a feed is one subject token of 1 to %d characters, without '.', '*', '>', whitespace or control characters", feed, subject.MaxTokenLen)
 	}
 	return nil
 }

@@ -84,3 +84,53 @@ func TestTokenPublishShapes(t *testing.T) {
 		}
 	}
 }
+
+// TestTokenRefusesWhatTheRelayRefuses: `sserelay token` must not mint a
+// grant, feed or user the relay would never accept (it answers 403, or 401
+// for a bad sub, to such a token). Each is refused with ExitUsage, naming
+// the flag, and nothing is printed on stdout.
+func TestTokenRefusesWhatTheRelayRefuses(t *testing.T) {
+	base := map[string]string{"--jwt-secret": "token-test-secret-0123456789abcdef", "--sub": "alice"}
+	tests := []struct {
+		flag, value string
+		want        string // in the message, besides the flag
+	}{
+		{"--publish", "demo:room", "APP:*"},
+		{"--publish", "demo:", "APP:*"},
+		{"--publish", "demo:room:*", "APP:*"},
+		{"--feed", "a.b", "subject token"},
+		{"--feed", "*", "subject token"},
+		{"--feed", ">", "subject token"},
+		{"--feed", "", "subject token"},
+		{"--feed", "a b", "subject token"},
+		{"--feed", strings.Repeat("f", 129), "subject token"},
+		{"--sub", "a.b", "subject token"},
+		{"--sub", "*", "subject token"},
+		{"--sub", "", "subject token"},
+		{"--jwt-secret", "", "required to sign"},
+	}
+	for _, tt := range tests {
+		args := []string{"sserelay", "token"}
+		for f, v := range base {
+			if f != tt.flag {
+				args = append(args, f, v)
+			}
+		}
+		args = append(args, tt.flag, tt.value)
+		var stdout, stderr bytes.Buffer
+		code := mainWithStdout(t, args, &stdout, &stderr)
+		msg := stderr.String()
+		if code != ExitUsage || !strings.Contains(msg, tt.flag) || !strings.Contains(msg, tt.want) || stdout.Len() != 0 {
+			t.Errorf("token %s %q: exit %d, stdout %q, stderr %q; want exit %d naming %s and %q",
+				tt.flag, tt.value, code, stdout.String(), msg, ExitUsage, tt.flag, tt.want)
+		}
+	}
+}
+
+// mainWithStdout is Main with the application's stdout captured too.
+func mainWithStdout(t *testing.T, args []string, stdout, stderr io.Writer) int {
+	t.Helper()
+	app := NewApp()
+	app.Writer = stdout
+	return runApp(context.Background(), app, args, stderr)
+}

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/url"
+	"os"
 	"reflect"
 	"slices"
 	"strconv"
@@ -33,7 +34,9 @@ func (e usageError) ExitCode() int { return ExitUsage }
 // usage makes err a usage error (flags that do not parse, for one), with
 // flags spelt as they are given.
 func usage(_ *cli.Context, err error, _ bool) error {
-	return usageError{errors.New(strings.Replace(err.Error(), "for flag -", "for flag --", 1))}
+	msg := strings.Replace(err.Error(), "for flag -", "for flag --", 1)
+	msg = strings.Replace(msg, "not defined: -", "not defined: --", 1)
+	return usageError{errors.New(msg)}
 }
 
 // CheckServe parses args (what follows "sserelay serve") and the
@@ -57,9 +60,25 @@ func CheckServe(args []string) error {
 // first bad one: zero or empty where the flag's default is not (it would
 // mean nothing, or silently the default), then the relay's and the
 // stream's own checks, then what only the CLI knows (addresses, formats).
+//
+// A flag's default is read from flags made afresh: urfave/cli stores a
+// value from the environment in the flag's Value field, so the flags given
+// here hold the variable's value there, not the default. An error about a
+// flag set through its variable names the variable too.
 func validate(cfg *serveConfig, flags []cli.Flag) error {
+	defaults := map[string]reflect.Value{}
+	for _, f := range serveFlags(newServeConfig()) {
+		defaults[f.Names()[0]] = flagDefault(f)
+	}
+	byName := map[string]cli.Flag{}
 	for _, f := range flags {
-		dest, def := flagDest(f), flagDefault(f)
+		byName[f.Names()[0]] = f
+	}
+	for _, f := range flags {
+		dest, def := flagDest(f), defaults[f.Names()[0]]
+		if !def.IsValid() {
+			def = flagDefault(f) // a flag serve has not: its Value is the best guess
+		}
 		if dest.Kind() == reflect.Bool || def.IsZero() || !dest.IsZero() {
 			continue
 		}
@@ -71,7 +90,7 @@ func validate(cfg *serveConfig, flags []cli.Flag) error {
 		if f.Names()[0] == "nats-listen" {
 			hint = "; off turns the listener off"
 		}
-		return fmt.Errorf("--%s must not be %s (default %v%s)", f.Names()[0], what, def, hint)
+		return fromEnv(f, fmt.Errorf("--%s must not be %s (default %v%s)", f.Names()[0], what, def, hint))
 	}
 
 	rc := cfg.Relay
@@ -106,7 +125,7 @@ func validate(cfg *serveConfig, flags []cli.Flag) error {
 	}
 	for _, c := range checks {
 		if c.err != "" {
-			return fmt.Errorf("--%s %s: %s", c.flag, show(c.value), c.err)
+			return fromEnv(byName[c.flag], fmt.Errorf("--%s %s: %s", c.flag, show(c.value), c.err))
 		}
 	}
 	switch t := cfg.Tokens; countSet(t.Secret, t.PublicKeyFile, t.JWKSURL) {
@@ -153,10 +172,36 @@ func flagError(err error, st any, flags []cli.Flag, unbound map[string]string) e
 	if name == "" {
 		return err // a field no flag sets
 	}
-	return fmt.Errorf("--%s %s: %s", name, show(ce.Value), ce.Reason)
+	var flag cli.Flag
+	for _, f := range flags {
+		if f.Names()[0] == name {
+			flag = f
+		}
+	}
+	return fromEnv(flag, fmt.Errorf("--%s %s: %s", name, show(ce.Value), ce.Reason))
 }
 
-// flagDest is the variable a bound flag sets; flagDefault its default.
+// fromEnv prefixes err, which is about flag f, with the environment
+// variable that set f, if one did: a user who never typed the flag then
+// sees where the value came from. urfave/cli marks a flag set from the
+// environment as set and keeps the variable's value in its Value field; a
+// command-line value, which overrides it, is only in the destination.
+func fromEnv(f cli.Flag, err error) error {
+	ef, ok := f.(interface{ GetEnvVars() []string })
+	if !ok || !f.IsSet() || !reflect.DeepEqual(flagDest(f).Interface(), flagDefault(f).Interface()) {
+		return err
+	}
+	for _, v := range ef.GetEnvVars() {
+		if _, set := os.LookupEnv(v); set {
+			return fmt.Errorf("%s: %w", v, err)
+		}
+	}
+	return err
+}
+
+// flagDest is the variable a bound flag sets; flagDefault its Value field:
+// its default until urfave/cli applies the environment, then the
+// variable's value.
 func flagDest(f cli.Flag) reflect.Value {
 	switch f := f.(type) {
 	case *cli.StringFlag:

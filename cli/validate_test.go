@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -139,6 +140,52 @@ func TestServeRefusesBadEnv(t *testing.T) {
 	}
 }
 
+// TestServeRefusesZeroEnv: every flag that validate refuses as 0 or empty
+// on the command line (those whose default is not), set to 0 or empty
+// through its SSERELAY_ variable instead, is refused the same way: exit
+// ExitUsage, naming the flag and the variable, before anything starts. The
+// table is the flags themselves, so a new flag cannot escape it.
+func TestServeRefusesZeroEnv(t *testing.T) {
+	n := 0
+	for _, f := range serveFlags(newServeConfig()) {
+		def := flagDefault(f)
+		if def.Kind() == reflect.Bool || def.IsZero() {
+			continue
+		}
+		n++
+		name := f.Names()[0]
+		zero := "0"
+		if def.Kind() == reflect.String {
+			zero = ""
+		}
+		t.Run(name, func(t *testing.T) {
+			envVar := env(name)[0]
+			t.Setenv(envVar, zero)
+			dataDir := filepath.Join(t.TempDir(), "data")
+			args := []string{"sserelay", "serve", "--jwt-secret", "s"}
+			for _, kv := range [][2]string{{"data-dir", dataDir}, {"listen", "127.0.0.1:0"}, {"nats-listen", "off"}} {
+				if kv[0] != name { // the variable alone sets the flag under test
+					args = append(args, "--"+kv[0], kv[1])
+				}
+			}
+			var stderr bytes.Buffer
+			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second) // ends a serve that started
+			code := Main(ctx, args, &stderr)
+			cancel()
+			msg := stderr.String()
+			if code != ExitUsage || !strings.Contains(msg, "--"+name+" ") || !strings.Contains(msg, envVar) {
+				t.Errorf("%s=%q: exit %d, stderr %q; want exit %d naming --%s and %s", envVar, zero, code, msg, ExitUsage, name, envVar)
+			}
+			if _, err := os.Stat(dataDir); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("%s=%q: data dir exists (%v): it started before refusing", envVar, zero, err)
+			}
+		})
+	}
+	if n < 10 {
+		t.Fatalf("only %d flags with a non-zero default: the table lost its flags", n)
+	}
+}
+
 // TestServeBadFlagBinary: what a user sees from the built binary.
 func TestServeBadFlagBinary(t *testing.T) {
 	bin := sserelayBin(t)
@@ -182,19 +229,66 @@ func TestCheckServe(t *testing.T) {
 	}
 }
 
-// TestEveryCommandUsageExit: a flag value that does not parse exits with
-// ExitUsage and names the flag with its two dashes, in every command.
+// TestEveryCommandUsageExit: a usage error exits with ExitUsage and says on
+// stderr what is wrong, in every command: a flag value that does not parse
+// (naming the flag with its two dashes), a required flag left out, an
+// unknown flag or command.
 func TestEveryCommandUsageExit(t *testing.T) {
-	for _, args := range [][]string{
-		{"serve", "--jwt-secret", "s", "--keepalive", "abc"},
-		{"token", "--jwt-secret", "s", "--sub", "x", "--ttl", "abc"},
-		{"publish", "--app", "a", "--feed", "f", "--timeout", "abc"},
-		{"bench", "--duration", "abc"},
+	for _, tc := range []struct {
+		args []string
+		want []string // each in stderr
+	}{
+		{[]string{"serve", "--jwt-secret", "s", "--keepalive", "abc"}, []string{"for flag --keepalive"}},
+		{[]string{"token", "--jwt-secret", "s", "--sub", "x", "--ttl", "abc"}, []string{"for flag --ttl"}},
+		{[]string{"publish", "--app", "a", "--feed", "f", "--timeout", "abc"}, []string{"for flag --timeout"}},
+		{[]string{"bench", "--duration", "abc"}, []string{"for flag --duration"}},
+		{[]string{"publish"}, []string{"--app", "--feed", "required"}},
+		{[]string{"publish", "--app", "a", "data"}, []string{"--feed", "required"}},
+		{[]string{"token", "--sub", "x"}, []string{"--jwt-secret", "required"}},
+		{[]string{"token", "--jwt-secret", "s"}, []string{"--sub", "required"}},
+		{[]string{"publish", "--app", "a.b", "--feed", "f", "x"}, []string{`app_id "a.b"`}},
+		{[]string{"publish", "--app", "a", "--feed", "*", "x"}, []string{`feed "*"`}},
+		{[]string{"publish", "--app", "a", "--feed", "f", "--topic", "x..y", "x"}, []string{`topic "x..y"`}},
+		{[]string{"publish", "--app", "a", "--feed", "f", "--event", "sserelay.x", "x"}, []string{"event"}},
+		{[]string{"publish", "--app", "a", "--feed", "f", "--connection-id", "short", "x"}, []string{"connection_id"}},
+		{[]string{"publish", "--app", "a", "--feed", "f", "--connection-user", "u", "x"}, []string{"--connection-user needs --connection-id"}},
+		{[]string{"publish", "--app", "a", "--feed", "f", "x", "y"}, []string{"one DATA argument"}},
+		{[]string{"bogus"}, []string{`unknown command "bogus"`}},
+		{[]string{"help", "bogus"}, []string{`unknown command "bogus"`}},
+		{[]string{"--bogus"}, []string{"not defined: --bogus"}},
+		{[]string{"token", "--bogus", "--jwt-secret", "s", "--sub", "x"}, []string{"not defined: --bogus"}},
 	} {
-		var stderr bytes.Buffer
-		code := Main(context.Background(), append([]string{"sserelay"}, args...), &stderr)
-		if code != ExitUsage || !strings.Contains(stderr.String(), "for flag --") {
-			t.Errorf("%q: exit %d, stderr %q; want %d naming the flag", args, code, stderr.String(), ExitUsage)
+		var stdout, stderr bytes.Buffer
+		app := NewApp()
+		app.Writer = &stdout
+		code := runApp(context.Background(), app, append([]string{"sserelay"}, tc.args...), &stderr)
+		msg := stderr.String()
+		ok := code == ExitUsage
+		for _, w := range tc.want {
+			ok = ok && strings.Contains(msg, w)
 		}
+		if !ok {
+			t.Errorf("%q: exit %d, stderr %q; want %d and %q", tc.args, code, msg, ExitUsage, tc.want)
+		}
+		if strings.Contains(tc.args[0], "bogus") && stdout.Len() > 0 {
+			t.Errorf("%q: printed %q on stdout: an error goes to stderr only", tc.args, stdout.String())
+		}
+	}
+	// What still works: help, and the requirements met through the environment.
+	for _, args := range [][]string{{}, {"--help"}, {"-h"}, {"help"}, {"h"}, {"help", "token"}, {"token", "--help"}, {"serve", "-h"}, {"help", "help"}} {
+		var stdout, stderr bytes.Buffer
+		app := NewApp()
+		app.Writer = &stdout
+		if code := runApp(context.Background(), app, append([]string{"sserelay"}, args...), &stderr); code != 0 || stdout.Len() == 0 {
+			t.Errorf("%q: exit %d, stdout %d bytes, stderr %q; want help and 0", args, code, stdout.Len(), stderr.String())
+		}
+	}
+	t.Setenv("SSERELAY_JWT_SECRET", "token-test-secret-0123456789abcdef")
+	t.Setenv("SSERELAY_SUB", "alice")
+	var stdout, stderr bytes.Buffer
+	app := NewApp()
+	app.Writer = &stdout
+	if code := runApp(context.Background(), app, []string{"sserelay", "token"}, &stderr); code != 0 || stdout.Len() == 0 {
+		t.Errorf("token from the environment: exit %d, stderr %q", code, stderr.String())
 	}
 }
