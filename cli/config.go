@@ -73,8 +73,10 @@ type logConfig struct {
 
 // newServeConfig returns the defaults of `sserelay serve`.
 func newServeConfig() *serveConfig {
+	rc := relay.DefaultConfig()
+	rc.TokenLeeway = defaultLeeway
 	return &serveConfig{
-		Relay:        relay.DefaultConfig(),
+		Relay:        rc,
 		Stream:       relay.DefaultStreamOptions(),
 		EpochIDs:     true,
 		Embedded:     embeddedConfig{DataDir: "./sserelay-data", Listen: "127.0.0.1:4222", StoreSync: "2m"},
@@ -84,6 +86,12 @@ func newServeConfig() *serveConfig {
 		StartTimeout: 30 * time.Second,
 	}
 }
+
+// defaultLeeway is the clock skew allowed on exp and nbf: enough for a
+// backend whose clock is a second or two ahead of the relay's (a token
+// minted with nbf now would otherwise get a 401, on which an EventSource
+// gives up for good), short next to any token's life.
+const defaultLeeway = 5 * time.Second
 
 // origins returns the CORS origins of --cors-origins.
 func (h httpConfig) origins() []string { return splitList(h.CORSOrigins) }

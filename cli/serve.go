@@ -64,7 +64,7 @@ func run(ctx context.Context, cfg *serveConfig, log *slog.Logger) error {
 	t := cfg.Tokens
 	verifier, err := auth.NewVerifier(ctx, auth.Config{
 		Secret: []byte(t.Secret), PublicKeyFile: t.PublicKeyFile, JWKSURL: t.JWKSURL,
-		Issuer: t.Issuer, Audience: t.Audience, RequireExp: t.RequireExp,
+		Issuer: t.Issuer, Audience: t.Audience, RequireExp: t.RequireExp, Leeway: cfg.Relay.TokenLeeway,
 	})
 	if err != nil {
 		return startErr(fmt.Errorf("tokens: %w", err))

@@ -82,6 +82,7 @@ func serveFlags(cfg *serveConfig) []cli.Flag {
 		stringVar(&cfg.Tokens.Issuer, catTokens, "jwt-issuer", "required iss claim"),
 		stringVar(&cfg.Tokens.Audience, catTokens, "jwt-audience", "required aud claim"),
 		boolVar(&cfg.Tokens.RequireExp, catTokens, "jwt-require-exp", "refuse tokens without exp"),
+		durationVar(&r.TokenLeeway, catTokens, "jwt-leeway", "clock skew allowed on exp and nbf (0: none); a stream ends this long after its token's exp"),
 		intVar(&r.TokenCache, catTokens, "token-cache", "verified tokens remembered until they expire, at most a minute (-1: off)"),
 
 		stringVar(&cfg.Embedded.DataDir, catEmbedded, "data-dir", "embedded JetStream store directory"),

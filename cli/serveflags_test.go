@@ -120,11 +120,14 @@ func TestNATSEnvFallbacks(t *testing.T) {
 	}
 }
 
-// TestServeFlagsDefaults: the relay's defaults are relay.DefaultConfig's,
-// and flags land in the fields they name.
+// TestServeFlagsDefaults: the relay's defaults are relay.DefaultConfig's
+// (but for the token leeway, which the library leaves to its verifier), and
+// flags land in the fields they name.
 func TestServeFlagsDefaults(t *testing.T) {
 	cfg := parseServeFlags(t)
-	if !reflect.DeepEqual(cfg.Relay, relay.DefaultConfig()) || !reflect.DeepEqual(cfg.Stream, relay.DefaultStreamOptions()) {
+	want := relay.DefaultConfig()
+	want.TokenLeeway = defaultLeeway
+	if !reflect.DeepEqual(cfg.Relay, want) || !reflect.DeepEqual(cfg.Stream, relay.DefaultStreamOptions()) {
 		t.Errorf("defaults: relay %+v, stream %+v", cfg.Relay, cfg.Stream)
 	}
 	cfg = parseServeFlags(t, "--keepalive", "3s", "--retry=7s", "--queue-events", "12", "--retention-max-bytes", "-1",

@@ -56,6 +56,10 @@ func CheckServe(args []string) error {
 	return app.Run(append([]string{"sserelay", "serve"}, args...))
 }
 
+// zeroMeans names the flags whose 0 means something of its own, though
+// their default is not 0, and what.
+var zeroMeans = map[string]string{"jwt-leeway": "no clock skew allowed"}
+
 // validate checks every flag of serve before anything starts, and names the
 // first bad one: zero or empty where the flag's default is not (it would
 // mean nothing, or silently the default), then the relay's and the
@@ -79,7 +83,7 @@ func validate(cfg *serveConfig, flags []cli.Flag) error {
 		if !def.IsValid() {
 			def = flagDefault(f) // a flag serve has not: its Value is the best guess
 		}
-		if dest.Kind() == reflect.Bool || def.IsZero() || !dest.IsZero() {
+		if dest.Kind() == reflect.Bool || def.IsZero() || !dest.IsZero() || zeroMeans[f.Names()[0]] != "" {
 			continue
 		}
 		what := "0"

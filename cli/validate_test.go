@@ -149,7 +149,7 @@ func TestServeRefusesZeroEnv(t *testing.T) {
 	n := 0
 	for _, f := range serveFlags(newServeConfig()) {
 		def := flagDefault(f)
-		if def.Kind() == reflect.Bool || def.IsZero() {
+		if def.Kind() == reflect.Bool || def.IsZero() || zeroMeans[f.Names()[0]] != "" {
 			continue
 		}
 		n++
@@ -290,5 +290,22 @@ func TestEveryCommandUsageExit(t *testing.T) {
 	app.Writer = &stdout
 	if code := runApp(context.Background(), app, []string{"sserelay", "token"}, &stderr); code != 0 || stdout.Len() == 0 {
 		t.Errorf("token from the environment: exit %d, stderr %q", code, stderr.String())
+	}
+}
+
+// TestServeZeroMeans: the flags whose 0 means something are taken at 0,
+// from the flag and from the variable, and refuse what means nothing.
+func TestServeZeroMeans(t *testing.T) {
+	for name := range zeroMeans {
+		if err := CheckServe([]string{"--jwt-secret", "s", "--" + name, "0"}); err != nil {
+			t.Errorf("--%s 0: %v", name, err)
+		}
+		t.Setenv(env(name)[0], "0")
+		if err := CheckServe([]string{"--jwt-secret", "s"}); err != nil {
+			t.Errorf("%s=0: %v", env(name)[0], err)
+		}
+	}
+	if err := CheckServe([]string{"--jwt-secret", "s", "--jwt-leeway", "-1s"}); err == nil || !strings.Contains(err.Error(), "--jwt-leeway") {
+		t.Errorf("--jwt-leeway -1s: %v, want an error naming the flag", err)
 	}
 }

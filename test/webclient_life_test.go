@@ -49,7 +49,8 @@ func hasState(rec pageRecord, state, reason string) bool {
 func TestWebClientTokenExpiry(t *testing.T) {
 	t.Parallel()
 	const secret = "expiry-secret"
-	r, h, p := webSetup(t, secret)
+	// No leeway: the streams end at exp, so that two expiries fit the loop.
+	r, h, p := webSetup(t, secret, "--jwt-leeway", "0s")
 	h.mu.Lock()
 	h.ttl = 3 * time.Second
 	h.mu.Unlock()
