@@ -218,13 +218,18 @@ func newKeyedBuckets(rate float64, burst, maxKeys int) *keyedBuckets {
 	return k
 }
 
+// shard returns the shard that holds key's bucket.
+func (k *keyedBuckets) shard(key string) *bucketShard {
+	return &k.shards[maphash.String(k.seed, key)%uint64(len(k.shards))]
+}
+
 // allow takes a token from key's bucket. When it is empty it returns false
 // and the wait until a token is there.
 func (k *keyedBuckets) allow(key string, now time.Time) (bool, time.Duration) {
 	if k == nil {
 		return true, 0
 	}
-	sh := &k.shards[maphash.String(k.seed, key)%uint64(len(k.shards))]
+	sh := k.shard(key)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	b := sh.m[key]
@@ -251,7 +256,7 @@ func (k *keyedBuckets) peek(key string, now time.Time) (bool, time.Duration) {
 	if k == nil {
 		return true, 0
 	}
-	sh := &k.shards[maphash.String(k.seed, key)%uint64(len(k.shards))]
+	sh := k.shard(key)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	b := sh.m[key]
