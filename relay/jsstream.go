@@ -75,10 +75,16 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, o StreamOptions) 
 	s, err := js.Stream(ctx, o.Name)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
 		s, err = js.CreateStream(ctx, want)
-		if err != nil {
+		if err == nil {
+			return s.CachedInfo(), nil
+		}
+		if !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
 			return nil, fmt.Errorf("create stream %s: %w", o.Name, err)
 		}
-		return s.CachedInfo(), nil
+		// Another relay created it meanwhile (relays that start together on
+		// a new stream each try, with a first sequence of their own clock):
+		// use that one, as if it had been there.
+		s, err = js.Stream(ctx, o.Name)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("look up stream %s: %w", o.Name, err)

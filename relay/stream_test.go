@@ -171,3 +171,40 @@ func TestReadyzFailsWhenStreamDeleted(t *testing.T) {
 		t.Fatalf("/readyz with the stream deleted: %d, want 503", code)
 	}
 }
+
+// TestEnsureStreamRace: relays that start together on a new stream each
+// try to create it, with first sequences of their own clocks. The ones that
+// lose the race find the winner's stream and use it, instead of exiting
+// with "stream name already in use".
+func TestEnsureStreamRace(t *testing.T) {
+	js := jsServer(t)
+	const n = 8
+	errs := make(chan error, n)
+	firsts := make(chan uint64, n)
+	start := make(chan struct{})
+	base := EpochSeq(time.Now())
+	for i := range n {
+		go func() {
+			<-start
+			info, err := EnsureStream(context.Background(), js, StreamOptions{MaxAge: time.Hour, FirstSeq: base + uint64(i)})
+			if err == nil {
+				firsts <- info.Config.FirstSeq
+			}
+			errs <- err
+		}()
+	}
+	close(start)
+	for range n {
+		if err := <-errs; err != nil {
+			t.Errorf("EnsureStream: %v", err)
+		}
+	}
+	close(firsts)
+	var first uint64
+	for f := range firsts {
+		if first != 0 && f != first {
+			t.Errorf("relays see first sequences %d and %d: not one stream", first, f)
+		}
+		first = f
+	}
+}
