@@ -116,9 +116,7 @@ func checkRelay(t *testing.T, where string, w workload, c *corev1.Container, cfg
 		{"startupProbe", c.StartupProbe, []string{"/healthz", "/readyz"}},
 	} {
 		if p.probe == nil {
-			if p.kind != "startupProbe" {
-				t.Errorf("%s: no %s", where, p.kind)
-			}
+			t.Errorf("%s: no %s", where, p.kind)
 			continue
 		}
 		g := p.probe.HTTPGet
@@ -131,6 +129,27 @@ func checkRelay(t *testing.T, where string, w workload, c *corev1.Container, cfg
 		}
 		if got := resolvePort(c, g.Port); got == 0 || int(got) != port {
 			t.Errorf("%s: %s port %s is not the listen port %d", where, p.kind, g.Port.String(), port)
+		}
+	}
+
+	// Start-up waits for NATS (and the stream, the consumer) for up to --start-timeout, while the HTTP port takes
+	// connections but answers none: without a startup probe that outlasts it, the liveness probe kills the relay
+	// it should wait for.
+	if sp := c.StartupProbe; sp != nil {
+		start, _ := time.ParseDuration(serveDefault(t, "start-timeout"))
+		if v := cfg["start-timeout"]; v != "" {
+			start, _ = time.ParseDuration(v)
+		}
+		period, failures := sp.PeriodSeconds, sp.FailureThreshold
+		if period == 0 {
+			period = 10 // Kubernetes' defaults
+		}
+		if failures == 0 {
+			failures = 3
+		}
+		budget := time.Duration(period*failures) * time.Second
+		if budget <= start {
+			t.Errorf("%s: startupProbe allows %v, want more than --start-timeout %v", where, budget, start)
 		}
 	}
 
