@@ -120,14 +120,8 @@ func (g registration) String() string {
 func (h *hub) register(s *session) (uint64, registration) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.draining {
-		return 0, refusedDraining
-	}
-	if h.maxStreams > 0 && h.open.Load() >= int64(h.maxStreams) {
-		return 0, refusedFull
-	}
-	if h.maxPerUser > 0 && h.users[s.user] >= h.maxPerUser {
-		return 0, refusedUserFull
+	if g := h.admitLocked(s.user); g != registered {
+		return 0, g
 	}
 	h.users[s.user]++
 	h.open.Add(1)
@@ -142,6 +136,12 @@ func (h *hub) register(s *session) (uint64, registration) {
 func (h *hub) peek(user string) registration {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	return h.admitLocked(user)
+}
+
+// admitLocked says whether a new session of user may register: registered,
+// or why not.
+func (h *hub) admitLocked(user string) registration {
 	switch {
 	case h.draining:
 		return refusedDraining

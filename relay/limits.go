@@ -240,8 +240,7 @@ func (k *keyedBuckets) allow(key string, now time.Time) (bool, time.Duration) {
 		b = &bucket{tokens: k.burst, at: now}
 		sh.m[key] = b
 	} else {
-		b.tokens = min(k.burst, b.tokens+now.Sub(b.at).Seconds()*k.rate)
-		b.at = now
+		b.tokens, b.at = k.refilled(b, now), now
 	}
 	if b.tokens >= 1 {
 		b.tokens--
@@ -263,11 +262,16 @@ func (k *keyedBuckets) peek(key string, now time.Time) (bool, time.Duration) {
 	if b == nil {
 		return true, 0 // a full bucket
 	}
-	tokens := min(k.burst, b.tokens+now.Sub(b.at).Seconds()*k.rate)
+	tokens := k.refilled(b, now)
 	if tokens >= 1 {
 		return true, 0
 	}
 	return false, k.waitFor(tokens)
+}
+
+// refilled returns the tokens b holds at now.
+func (k *keyedBuckets) refilled(b *bucket, now time.Time) float64 {
+	return min(k.burst, b.tokens+now.Sub(b.at).Seconds()*k.rate)
 }
 
 // waitFor returns the wait until a bucket holding tokens (< 1) has one.
